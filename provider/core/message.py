@@ -48,6 +48,8 @@ def decode_base64(text: str, *, what: str, limits: Limits) -> bytes:
             f"{what} is {len(text)} characters, above limits.max_annotation_bytes={limits.max_annotation_bytes}"
         )
     compact = "".join(text.split())
+    if len(compact) % 4:
+        raise FormatError(f"{what} is not valid base64 (length {len(compact)} is not a multiple of 4)")
     try:
         return base64.b64decode(compact.encode("ascii"), validate=True)
     except (UnicodeEncodeError, binascii.Error, ValueError) as exc:
