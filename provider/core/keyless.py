@@ -219,7 +219,11 @@ def parse_identities(data: Any, *, where: str) -> tuple[KeylessIdentity, ...]:
         subject = _config_string(entry, "subject", path, problems)
         issuer_re = _config_regexp(entry, "issuerRegExp", path, problems)
         subject_re = _config_regexp(entry, "subjectRegExp", path, problems)
-        problems += [f"{path}: {p}" for p in _identity_problems(issuer, issuer_re, subject, subject_re)]
+        # Judged on which keys are present: a present but invalid value already has its own problem.
+        if ("issuer" in entry) == ("issuerRegExp" in entry):
+            problems.append(f"{path}: exactly one of issuer and issuerRegExp must be given")
+        if ("subject" in entry) == ("subjectRegExp" in entry):
+            problems.append(f"{path}: exactly one of subject and subjectRegExp must be given")
         extensions = _config_extensions(entry.get("extensions"), f"{path}.extensions", problems)
         if len(problems) == before:
             out.append(KeylessIdentity(issuer, issuer_re, subject, subject_re, extensions))
@@ -283,6 +287,12 @@ def _config_string(entry: Mapping[str, Any], key: str, path: str, problems: list
         problems.append(f"{path}.{key}: expected a non-empty string, got {_type(value)}")
         return None
     return value
+
+
+def _type(value: Any) -> str:
+    if value == "":
+        return "an empty string"
+    return "null" if value is None else type(value).__name__
 
 
 def _config_regexp(
@@ -892,7 +902,3 @@ def _iso(when: datetime) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc) or exc.__class__.__name__
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _type(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
