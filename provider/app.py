@@ -1,0 +1,114 @@
+"""The app factory: configuration -> verifier -> service -> Flask app.
+
+``create_app`` is what the server (gunicorn) points at. The long-lived state
+is a :class:`provider.service.ProviderRuntime` in
+``app.extensions["manifest_provider"]``; the server calls its
+``mark_tls_ready()`` once its TLS material is loaded (or plain HTTP was
+explicitly chosen), and only then does ``GET /readyz`` answer 200.
+
+When the app was built from a configuration file, a watcher thread reloads
+it on change (``server.reloadIntervalSeconds``; 0 disables). The watcher is
+``app.extensions["manifest_provider.watcher"]``; a pre-forking server that
+builds the app before forking must call its ``start()`` in each worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from flask import Flask
+
+from provider.config import SecretLoader, Settings, build_verifier, load_settings
+from provider.core.bundle import BundleResolver
+from provider.metrics import Metrics
+from provider.reload import ConfigWatcher
+from provider.service import ProviderRuntime, ProviderService
+from provider.sources.cluster import ConfigMapBundleResolver, load_secret_key
+from provider.sources.oci import OciBundleResolver
+from provider.sources.resolver import DispatchingResolver
+from provider.web import EXTENSION, blueprint, register_error_handlers
+
+WATCHER_EXTENSION = f"{EXTENSION}.watcher"
+
+ResolverFactory = Callable[[Settings], BundleResolver | None]
+
+
+def default_resolver(settings: Settings) -> BundleResolver:
+    """Referenced bundles from the allowed registries and ConfigMap namespaces.
+
+    A kind of reference whose section is absent is refused as a verdict
+    (``REFERENCE_NOT_ALLOWED``) by the dispatcher.
+    """
+    oci = None
+    if settings.registries is not None:
+        oci = OciBundleResolver(settings.registries, limits=settings.limits)
+    configmap = None
+    if settings.cluster is not None and settings.cluster.configmap_namespaces:
+        configmap = ConfigMapBundleResolver.from_settings(
+            settings.cluster, limits=settings.limits, domain=settings.annotation_domain
+        )
+    return DispatchingResolver(oci=oci, configmap=configmap)
+
+
+def _cluster_secret(reference: str) -> bytes:
+    return load_secret_key(reference)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    config_path: str | None = None,
+    secret_loader: SecretLoader | None = None,
+    resolver_factory: ResolverFactory | None = None,
+    watch: bool | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Flask:
+    """Build the provider app.
+
+    ``settings`` wins when given; otherwise ``config_path`` is loaded (a
+    ConfigError lists every problem); with neither, the empty configuration
+    trusts nobody, so nothing verifies. ``watch`` (default: whenever a
+    configuration file is known and its reload interval is not 0) starts the
+    reload watcher.
+    ``secret_loader`` reads ``k8s://`` Secret-held keys (default: from the
+    cluster the process runs in).
+    """
+    secret_loader = secret_loader or _cluster_secret
+    if settings is None:
+        settings = (
+            load_settings(config_path, secret_loader=secret_loader) if config_path else Settings.default()
+        )
+    make_resolver = resolver_factory or default_resolver
+    metrics = Metrics()
+    # One pool for the life of the app: reloads replace services, not threads.
+    executor = ThreadPoolExecutor(
+        max_workers=max(4, 2 * settings.server.threads), thread_name_prefix="verify"
+    )
+
+    def build_service(new: Settings) -> ProviderService:
+        verifier = build_verifier(new, make_resolver(new))
+        return ProviderService(new, verifier, metrics=metrics, executor=executor, clock=clock)
+
+    runtime = ProviderRuntime(build_service(settings), metrics=metrics)
+
+    app = Flask("provider")
+    app.extensions[EXTENSION] = runtime
+    app.register_blueprint(blueprint)
+    register_error_handlers(app)
+
+    source = config_path or settings.source_path
+    interval = settings.server.reload_interval_seconds
+    if source is not None:
+        path = str(Path(source))
+
+        def rebuild() -> ProviderService:
+            return build_service(load_settings(path, secret_loader=secret_loader))
+
+        watcher = ConfigWatcher(runtime, rebuild, interval_seconds=interval or 5.0, clock=clock)
+        app.extensions[WATCHER_EXTENSION] = watcher
+        if watch if watch is not None else interval > 0:
+            watcher.start()
+    return app
