@@ -1,0 +1,277 @@
+"""gunicorn, embedded: the provider's HTTP server over mutual TLS 1.3.
+
+:class:`ProviderServer` is a ``gunicorn.app.base.BaseApplication`` whose
+settings come from :class:`ServerOptions` (built from the configuration's
+``server:`` section) instead of gunicorn's own command line or config file,
+so one YAML file configures everything and nothing else is read.
+
+Why these gunicorn settings:
+
+* ``gthread`` workers: requests are short and CPU-bound, but a few threads
+  per process let one slow bundle fetch not stall the process; separate
+  processes give real parallelism for signature checks.
+* ``keepalive`` of a few seconds: Gatekeeper opens a new TLS connection per
+  call and then leaves it idle; idle connections are closed quickly so they
+  do not pile up against ``worker_connections``.
+* ``timeout``/``graceful_timeout``: a worker whose main loop stops answering
+  is replaced; on SIGTERM, in-flight requests finish within the grace period.
+* ``limit_request_*``: Gatekeeper sends one POST with a small header block.
+* JSON lines for access and error logs.
+
+The client DNS-name pin cannot be expressed to OpenSSL, so
+:class:`MutualTlsThreadWorker` checks it right after the handshake and closes
+the connection before a byte of HTTP is read when it does not match.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from provider.errors import ConfigError
+from provider.logs import FIELDS, JsonFormatter
+from provider.tlsctx import (
+    DEFAULT_RELOAD_CHECK_SECONDS,
+    ReloadingServerContext,
+    ServerTlsFiles,
+    client_dns_names,
+    dns_names_allowed,
+)
+
+log = logging.getLogger(__name__)
+
+INSECURE_PLAIN_HTTP_WARNING = (
+    "INSECURE: serving plain HTTP without TLS or client authentication (insecurePlainHTTP). Anyone who can "
+    "reach this port can ask for verdicts and read them; Gatekeeper itself refuses http:// providers. "
+    "Use this only behind a trusted TLS-terminating proxy or for local experiments."
+)
+
+WsgiApp = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """Everything the HTTP server needs, independent of how it was configured."""
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    workers: int = 2
+    threads: int = 4
+    keepalive_seconds: int = 5
+    # gunicorn replaces a worker whose main loop has been silent this long.
+    worker_timeout_seconds: int = 30
+    graceful_timeout_seconds: int = 10
+    tls: ServerTlsFiles | None = None
+    client_dns_names: tuple[str, ...] = ()
+    insecure_plain_http: bool = False
+    tls_reload_check_seconds: float = DEFAULT_RELOAD_CHECK_SECONDS
+    # Upper bound of simultaneous connections per worker (kept-alive included).
+    worker_connections: int = 1000
+    # An already bound listening socket (``serve`` binds before forking); overrides host/port.
+    listen_fd: int | None = None
+    log_level: str = "info"
+    access_log: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def bind(self) -> str:
+        if self.listen_fd is not None:
+            return f"fd://{self.listen_fd}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.insecure_plain_http else "https"
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        for name in (
+            "workers",
+            "threads",
+            "keepalive_seconds",
+            "worker_timeout_seconds",
+            "worker_connections",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                out.append(f"server.{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.port <= 65535:
+            out.append(f"server listen port must be within 0..65535, got {self.port}")
+        if self.tls is None and not self.insecure_plain_http:
+            out.append(
+                "server.tls: certFile, keyFile and clientCAFile are required (or insecurePlainHTTP: true)"
+            )
+        if self.tls is not None and self.insecure_plain_http:
+            out.append("server.tls: insecurePlainHTTP cannot be combined with TLS files")
+        return out
+
+
+class JsonGunicornLogger(GunicornLogger):  # type: ignore[misc]
+    """gunicorn's logger with JSON lines for both the error and the access log."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            for handler in logger.handlers:
+                handler.setFormatter(JsonFormatter())
+
+    def access(
+        self, resp: Any, req: Any, environ: Mapping[str, Any], request_time: datetime.timedelta
+    ) -> None:
+        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.logconfig_dict or self.cfg.syslog):
+            return
+        status = getattr(resp, "status_code", None)
+        if status is None:
+            status = str(getattr(resp, "status", "")).split(" ", 1)[0]
+        self.access_log.info(
+            "request",
+            extra={
+                FIELDS: {
+                    "remote": environ.get("REMOTE_ADDR", ""),
+                    "method": environ.get("REQUEST_METHOD", ""),
+                    "path": environ.get("PATH_INFO", ""),
+                    "status": int(status) if str(status).isdigit() else status,
+                    "bytes": getattr(resp, "sent", None),
+                    "duration_ms": round(request_time.total_seconds() * 1000, 3),
+                }
+            },
+        )
+
+
+class _PinnedConn(TConn):  # type: ignore[misc]
+    """A gthread connection that checks the client's DNS names after the TLS handshake."""
+
+    allowed_dns_names: tuple[str, ...] = ()
+
+    def init(self) -> None:
+        was_initialized = self.initialized
+        super().init()
+        if was_initialized or not isinstance(self.sock, ssl.SSLSocket):
+            return
+        presented = client_dns_names(self.sock.getpeercert())
+        if dns_names_allowed(presented, self.allowed_dns_names):
+            return
+        log.warning(
+            "closed connection from %s: client certificate DNS names %s match none of clientDNSNames %s",
+            self.client[0] if self.client else "?",
+            list(presented),
+            list(self.allowed_dns_names),
+        )
+        self.sock.close()
+        # gthread treats ENOTCONN as a client that went away: no error page, no traceback.
+        raise OSError(errno.ENOTCONN, "client certificate DNS names not allowed")
+
+
+class MutualTlsThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker with the client DNS-name pin.
+
+    ``allowed_client_dns_names`` is set on a subclass made by
+    :func:`worker_class_for`; empty means no pin (the CA check still applies).
+    """
+
+    allowed_client_dns_names: tuple[str, ...] = ()
+
+    def enqueue_req(self, conn: Any) -> None:
+        if self.allowed_client_dns_names and type(conn) is TConn:
+            conn.__class__ = _PinnedConn
+            conn.allowed_dns_names = self.allowed_client_dns_names
+        super().enqueue_req(conn)
+
+
+def worker_class_for(allowed_client_dns_names: tuple[str, ...]) -> type[MutualTlsThreadWorker]:
+    return type(
+        "MutualTlsThreadWorker",
+        (MutualTlsThreadWorker,),
+        {"allowed_client_dns_names": tuple(allowed_client_dns_names), "__module__": __name__},
+    )
+
+
+class ProviderServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn configured from :class:`ServerOptions`, serving ``app_loader()`` in each worker.
+
+    The application is built in each worker after the fork (no ``preload``):
+    caches, thread pools and connections belong to one process each.
+    """
+
+    def __init__(self, options: ServerOptions, app_loader: Callable[[], WsgiApp]) -> None:
+        problems = options.problems()
+        if problems:
+            raise ConfigError(problems)
+        self.options = options
+        self._app_loader = app_loader
+        self.tls_context: ReloadingServerContext | None = None
+        if options.tls is not None:
+            # Built now so that unusable files fail at start-up, before any fork.
+            self.tls_context = ReloadingServerContext(
+                options.tls, check_interval_seconds=options.tls_reload_check_seconds
+            )
+        super().__init__()
+
+    def gunicorn_settings(self) -> dict[str, Any]:
+        o = self.options
+        settings: dict[str, Any] = {
+            "bind": [o.bind],
+            "workers": o.workers,
+            "threads": o.threads,
+            "worker_class": worker_class_for(o.client_dns_names if o.tls is not None else ()),
+            "worker_connections": o.worker_connections,
+            "keepalive": o.keepalive_seconds,
+            "timeout": o.worker_timeout_seconds,
+            "graceful_timeout": o.graceful_timeout_seconds,
+            # Gatekeeper's request is one POST with a handful of headers.
+            "limit_request_line": 4094,
+            "limit_request_fields": 32,
+            "limit_request_field_size": 8190,
+            "preload_app": False,
+            "proc_name": "manifest-provider",
+            "logger_class": JsonGunicornLogger,
+            "loglevel": o.log_level,
+            "errorlog": "-",
+            "accesslog": "-" if o.access_log else None,
+            # No control socket in $HOME or $XDG_RUNTIME_DIR: the server is managed by signals.
+            "control_socket_disable": True,
+        }
+        if self.tls_context is not None and o.tls is not None:
+            reloading = self.tls_context
+            settings.update(
+                {
+                    # gunicorn needs the file names to switch TLS on; the context comes from the hook.
+                    "certfile": str(o.tls.cert_file),
+                    "keyfile": str(o.tls.key_file),
+                    "ca_certs": str(o.tls.client_ca_file),
+                    "cert_reqs": ssl.CERT_REQUIRED,
+                    "do_handshake_on_connect": False,
+                    "ssl_context": _ssl_context_hook(reloading),
+                }
+            )
+        settings.update(o.extra)
+        return settings
+
+    def load_config(self) -> None:
+        for key, value in self.gunicorn_settings().items():
+            self.cfg.set(key, value)
+
+    def load(self) -> WsgiApp:
+        return self._app_loader()
+
+    def serve(self) -> None:
+        if self.options.insecure_plain_http:
+            log.warning(INSECURE_PLAIN_HTTP_WARNING)
+        self.run()
+
+
+def _ssl_context_hook(reloading: ReloadingServerContext) -> Callable[[Any, Any], ssl.SSLContext]:
+    def ssl_context(config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
+        # gunicorn's default context would allow TLS 1.2 and ignore rotations.
+        return reloading.context()
+
+    return ssl_context
