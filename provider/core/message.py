@@ -11,9 +11,9 @@ RAW has two forms:
 * legacy: a tar.gz holding the signed YAML file(s). Member names are the
   absolute temporary paths of the signing machine, so names are never used as
   paths: only the *content* of regular ``.yaml``/``.yml`` members is read, in
-  memory. Directory entries are skipped; symbolic links, hard links, devices
-  and FIFOs are rejected (a signer's tool never writes them), as are names with
-  a ``..`` component.
+  memory. Directory entries are skipped; symbolic links, hard links, devices,
+  FIFOs and sparse members are rejected (a signer's tool never writes them),
+  as are names with a ``..`` component.
 
 Every decompression is streamed through a bounded ``zlib`` object, so a gzip
 bomb costs at most ``limits.max_message_bytes`` of memory.
