@@ -41,7 +41,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from provider.core.bundle import PayloadKind, SignatureSet
@@ -58,6 +58,23 @@ __all__ = ["DEFAULT_ISSUER", "KeylessMaterial", "SigstoreKit", "der_utf8", "pem"
 
 DEFAULT_ISSUER = "https://oauth2.sigstore.test/auth"
 CERT_LIFETIME = timedelta(minutes=10)
+
+CAKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def _new_key(key_type: str) -> CAKey:
+    """``ec-p256``, ``ec-p384`` or ``rsa-2048``."""
+    if key_type == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type == "rsa-2048":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise ValueError(f"unknown key type {key_type!r}")
+
+
+def _signing_hash(key: CAKey) -> hashes.SHA256 | hashes.SHA384:
+    return hashes.SHA384() if isinstance(key, ec.EllipticCurvePrivateKey) else hashes.SHA256()
 
 
 def der_utf8(text: str) -> bytes:
@@ -148,9 +165,9 @@ class KeylessMaterial:
 class SigstoreKit:
     """A private Sigstore instance (see the module docstring)."""
 
-    root_key: ec.EllipticCurvePrivateKey
+    root_key: CAKey
     root_cert: x509.Certificate
-    intermediate_key: ec.EllipticCurvePrivateKey
+    intermediate_key: CAKey
     intermediate_cert: x509.Certificate
     rekor_key: ec.EllipticCurvePrivateKey
     ctlog_key: ec.EllipticCurvePrivateKey
@@ -173,14 +190,15 @@ class SigstoreKit:
         tlog_valid_from: datetime | None = None,
         tlog_valid_until: datetime | None = None,
         ca_cert_lifetime: timedelta = timedelta(days=3650),
+        ca_key_type: str = "ec-p384",
     ) -> SigstoreKit:
         """A fresh instance. ``now`` (default: the current time) is the default
         integrated time of entries; the CA and log are in service from a year
         before it, with no end, unless told otherwise."""
         now = (now or datetime.now(UTC)).replace(microsecond=0)
         year_ago = now - timedelta(days=365)
-        root_key = ec.generate_private_key(ec.SECP384R1())
-        inter_key = ec.generate_private_key(ec.SECP384R1())
+        root_key = _new_key(ca_key_type)
+        inter_key = _new_key(ca_key_type)
         root_name = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sigstore.test"),
@@ -277,7 +295,7 @@ class SigstoreKit:
 
     def issue_certificate(
         self,
-        public_key: ec.EllipticCurvePublicKey,
+        public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
         *,
         identity: str,
         issuer: str | None = DEFAULT_ISSUER,
@@ -359,7 +377,7 @@ class SigstoreKit:
             builder = builder.add_extension(
                 x509.UnrecognizedExtension(x509.ObjectIdentifier(dotted), raw), critical=False
             )
-        return builder.sign(self.intermediate_key, hashes.SHA384())
+        return builder.sign(self.intermediate_key, _signing_hash(self.intermediate_key))
 
     @property
     def chain_pem(self) -> bytes:
@@ -404,7 +422,7 @@ class SigstoreKit:
     ) -> bytes:
         """cosign's Rekor bundle JSON for ``body``, with a SET by this log's key."""
         body_bytes = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
-        payload = {
+        payload: dict[str, str | int] = {
             "body": _b64(body_bytes),
             "integratedTime": int(self.now.timestamp()) if integrated_time is None else integrated_time,
             "logIndex": next(self._log_index) if log_index is None else log_index,
@@ -424,21 +442,25 @@ class SigstoreKit:
         extensions: Mapping[str, str] | None = None,
         integrated_time: int | None = None,
         entry_kind: str = "hashedrekord",
+        key_type: str = "ec-p256",
         **certificate_options: Any,
     ) -> KeylessMaterial:
         """Sign like ``cosign sign-blob`` with an OIDC token for ``identity``.
 
-        A fresh P-256 key gets a certificate (``certificate_options`` go to
-        :meth:`issue_certificate`), signs ``payload`` with ECDSA SHA-256, and the
+        A fresh key (``key_type``: ``ec-p256``, ``ec-p384``, ``rsa-2048``) gets a certificate (``certificate_options`` go to
+        :meth:`issue_certificate`), signs ``payload`` (ECDSA or RSA PKCS#1 v1.5, SHA-256), and the
         log records a ``hashedrekord`` (or ``rekord``) entry at
         ``integrated_time`` (default: ``kit.now``).
         """
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = _new_key(key_type)
         cert = self.issue_certificate(
             key.public_key(), identity=identity, issuer=issuer, extensions=extensions, **certificate_options
         )
         cert_pem = pem(cert)
-        signature = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+        if isinstance(key, rsa.RSAPrivateKey):
+            signature = key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            signature = key.sign(payload, ec.ECDSA(hashes.SHA256()))
         maker = self.rekord_body if entry_kind == "rekord" else self.hashedrekord_body
         when = int(self.now.timestamp()) if integrated_time is None else integrated_time
         bundle = self.log_entry(maker(signature, cert_pem, payload), integrated_time=when)
@@ -455,9 +477,9 @@ class SigstoreKit:
 
 def _ca_cert(
     subject: x509.Name,
-    subject_key: ec.EllipticCurvePrivateKey,
+    subject_key: CAKey,
     issuer: x509.Name,
-    issuer_key: ec.EllipticCurvePrivateKey,
+    issuer_key: CAKey,
     not_before: datetime,
     lifetime: timedelta,
     *,
@@ -488,5 +510,5 @@ def _ca_cert(
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key.public_key()), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-        .sign(issuer_key, hashes.SHA384())
+        .sign(issuer_key, _signing_hash(issuer_key))
     )

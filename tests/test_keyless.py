@@ -87,7 +87,8 @@ def fixture_sets() -> tuple[SignatureSet, SignatureSet]:
 
 @pytest.fixture(scope="module")
 def pgi_doc() -> dict[str, Any]:
-    return json.loads(PGI.read_bytes())
+    doc: dict[str, Any] = json.loads(PGI.read_bytes())
+    return doc
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,7 @@ def test_fixture_with_cli_identity(fixture_sets: tuple[SignatureSet, SignatureSe
         ("hkitahar", GOOGLE, True),  # regexps must match the whole value
         (r"hkitahar@redhat\.co", GOOGLE, True),
         (r".*@redhat\.com", "accounts.google.com", True),
+        (r".*@redhat\.com", r"https://accounts\.google\.co", True),  # a prefix of the issuer
     ],
 )
 def test_fixture_wrong_identity_is_untrusted(
@@ -415,6 +417,20 @@ def test_private_instance_signs_and_verifies(
     ids = (KeylessIdentity(issuer=DEFAULT_ISSUER, subject=identity),)
     signer = verify_keyless(sset, root=kit_root, identities=ids)
     assert (signer.name, signer.issuer, signer.index) == (identity, DEFAULT_ISSUER, 3)
+
+
+@pytest.mark.parametrize(("ca_key_type", "key_type"), [("rsa-2048", "rsa-2048"), ("ec-p384", "ec-p384")])
+def test_other_key_types(ca_key_type: str, key_type: str) -> None:
+    kit = SigstoreKit.create(ca_key_type=ca_key_type)
+    root = TrustedRoot.from_json(kit.trusted_root_json())
+    material = kit.sign(PAYLOAD, identity=ME, key_type=key_type)
+    assert verify_keyless(material.signature_set(PAYLOAD), root=root, identities=_me()).name == ME
+    # A log entry for other bytes, signature reused: the key check itself must refuse it.
+    other = PAYLOAD + b"#"
+    body = SigstoreKit.hashedrekord_body(material.signature, material.certificate_pem, other)
+    sset = replace(material.signature_set(other), rekor_bundle=_logged(kit, material, body))
+    with pytest.raises(SignatureError, match="signature does not verify over the payload"):
+        verify_keyless(sset, root=root, identities=_me())
 
 
 def test_private_instance_is_not_trusted_by_another_root(kit: SigstoreKit, pgi: TrustedRoot) -> None:
@@ -775,6 +791,12 @@ MALFORMED: list[tuple[str, Callable[[SignatureSet], SignatureSet], type[Exceptio
         "not a PEM X.509 certificate",
     ),
     ("chain garbage", lambda s: replace(s, chain=b"nope"), FormatError, "chain: no PEM CERTIFICATE block"),
+    (
+        "chain too long",
+        lambda s: replace(s, chain=(s.certificate or b"") * 11),
+        LimitExceededError,
+        "11 certificates, above the limit of 10",
+    ),
     (
         "oversized bundle",
         lambda s: replace(s, rekor_bundle=b" " * (1024 * 1024 + 1)),

@@ -25,7 +25,8 @@ REKOR_LOG_ID = "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d
 
 @pytest.fixture(scope="module")
 def pgi_doc() -> dict[str, Any]:
-    return json.loads(PGI.read_bytes())
+    doc: dict[str, Any] = json.loads(PGI.read_bytes())
+    return doc
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 MAX_MATERIAL_BYTES = 1024 * 1024
 # Fulcio issues leaf <- intermediate <- root; leave room for one more level.
 MAX_CHAIN_DEPTH = 5
+# Certificates accepted in a signature's own chain; each may cost a signature check.
+MAX_CHAIN_CERTIFICATES = 10
 
 FULCIO_OID_PREFIX = "1.3.6.1.4.1.57264.1"
 # The OIDC issuer: .1.1 holds the raw string (deprecated), .1.8 a DER UTF8String.
@@ -545,6 +547,10 @@ def verify_keyless(
         raise FormatError(f"{where} certificate: expected exactly one certificate, found {len(certs)}")
     leaf = certs[0]
     supplied = _load_certificates(sset.chain, f"{where} chain") if sset.chain else []
+    if len(supplied) > MAX_CHAIN_CERTIFICATES:
+        raise LimitExceededError(
+            f"{where} chain: {len(supplied)} certificates, above the limit of {MAX_CHAIN_CERTIFICATES}"
+        )
     entry = parse_rekor_bundle(sset.rekor_bundle)
     when = entry.integrated_at
 
