@@ -42,6 +42,7 @@ _KNOWN_KEYS = frozenset(
 
 # Names that only mean something inside a cluster (or on this machine).
 _INTERNAL_SUFFIXES = (".svc", ".cluster.local", ".local", ".internal", ".localhost")
+_SERVICE_SUFFIXES = (".svc", ".svc.cluster.local", ".cluster.local")
 _INTERNAL_NAMES = frozenset({"localhost", "kubernetes", "kubernetes.default"})
 
 
@@ -138,15 +139,17 @@ class RegistrySettings:
         """May ``host`` resolve to loopback, private, link-local or cluster addresses?
 
         Yes when ``allowPrivateNetworks`` is set, or when an ``allow`` or
-        ``insecure`` entry names this very host as an IP literal or a
-        cluster-internal name: the operator chose that destination in
-        writing. A public-looking DNS name that resolves to a private address
-        is refused (DNS answers are not the operator's choice).
+        ``insecure`` entry names this very host as an IP literal or as a
+        cluster service name (``*.svc``, ``*.svc.cluster.local``,
+        ``*.cluster.local``): the operator chose that destination in writing.
+        Any other name that resolves to a non-public address is refused, even
+        when listed: DNS answers are not the operator's choice, and names such
+        as ``localhost`` reach the provider's own pod.
         """
         if self.allow_private_networks:
             return True
         h = host.lower()
-        if not (is_ip_literal(h) or is_internal_name(h)):
+        if not (is_ip_literal(h) or h.endswith(_SERVICE_SUFFIXES)):
             return False
         listed = {e.registry for e in self.allow} | set(self.insecure)
         return any(entry.rsplit(":", 1)[0] == h for entry in listed)
