@@ -31,9 +31,12 @@ violation contains {"msg": msg, "details": details} if {
 skipped_operations := {"DELETE", "CONNECT"}
 
 needs_verification if {
-  not input.review.operation in skipped_operations
+  not skipped_operation
   not exempt
 }
+
+# A rule, not `not x in set`: engines disagree on that form when x is undefined.
+skipped_operation if input.review.operation in skipped_operations
 
 # ---------------------------------------------------------------------------
 # Parameters
@@ -100,10 +103,18 @@ review_namespace := ns if {
 } else := ""
 
 object_identity := {
-  "kind": object.get(object.get(input.review, "kind", {}), "kind", object.get(reviewed, "kind", "")),
+  "kind": object_kind,
   "namespace": review_namespace,
   "name": object_name,
 }
+
+object_kind := kind if {
+  kind := input.review.kind.kind
+  is_string(kind)
+} else := kind if {
+  kind := reviewed.kind
+  is_string(kind)
+} else := ""
 
 object_name := name if {
   name := input.review.name
@@ -162,6 +173,9 @@ answers := [value | some pair in pairs("responses"); pair[0] == request_key; val
 # Why no usable answer arrived, or undefined when exactly one answer did.
 provider_failure := {"code": "PROVIDER_UNREACHABLE", "what": "external_data returned nothing (the provider is unreachable or the call failed)"} if {
   not response
+} else := {"code": "PROVIDER_UNREACHABLE", "what": sprintf("Gatekeeper could not reach provider %q: %v", [provider_name, object.get(response, "system_error", "")])} if {
+  # Gatekeeper's answer to a transport failure: no responses at all.
+  response.responses == null
 } else := {"code": "PROVIDER_SYSTEM_ERROR", "what": sprintf("provider %q reported a system error: %s", [provider_name, system_error])} if {
   system_error
 } else := {"code": "PROVIDER_KEY_ERROR", "what": sprintf("provider %q could not check this object: %v", [provider_name, key_errors[0]])} if {
@@ -193,6 +207,7 @@ schema_problems contains "the verdict is not a JSON object" if {
 }
 
 schema_problems contains sprintf("field %q is missing", [f]) if {
+  is_object(v)
   present := {k | some k, _ in v}
   some f in verdict_fields
   not f in present
