@@ -864,7 +864,7 @@ def _match_identity(
             extensions=dict(identity.extensions),
         )
     raise UntrustedSignerError(
-        f"{where}: {found} matches none of the {len(identities)} trusted keyless identities{near_miss}"
+        f"{where}: {found} matches no trusted keyless identity ({len(identities)} configured){near_miss}"
     )
 
 
