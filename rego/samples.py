@@ -99,6 +99,11 @@ class Example:
 
 # case -> (allowed example, disallowed example)
 CASES: dict[str, tuple[Example, Example]] = {
+    # Any key the provider trusts; an unsigned Deployment is denied.
+    "deny-unsigned": (
+        Example(deployment("web", "shop"), "release"),
+        Example(deployment("web", "shop"), None),
+    ),
     # Signed by the release key in team-a: admitted; changed after signing: denied.
     "allowed-signer": (
         Example(config_map("settings", "team-a", {"log-level": "info"}), "release"),
