@@ -145,3 +145,17 @@ def test_check_value_shared_subvalues_count_expanded() -> None:
     check_value(shared, limits=Limits(max_yaml_nodes=111))
     with pytest.raises(LimitExceededError):
         check_value(shared, limits=Limits(max_yaml_nodes=110))
+
+
+def test_scalar_below_the_depth_limit_counts() -> None:
+    at_limit = b"[" * 63 + b"x" + b"]" * 63  # 63 sequences + the scalar = 64 levels
+    assert load_documents(at_limit, limits=LIMITS)
+    with pytest.raises(LimitExceededError, match="max_depth"):
+        load_documents(b"[" * 64 + b"x" + b"]" * 64, limits=LIMITS)
+
+
+def test_alias_to_scalar_counts_each_use() -> None:
+    data = b"a: &s hello\nb: [" + b", ".join([b"*s"] * 30) + b"]\n"
+    assert load_documents(data, limits=Limits(max_yaml_nodes=40))
+    with pytest.raises(LimitExceededError):
+        load_documents(data, limits=Limits(max_yaml_nodes=30))

@@ -56,47 +56,65 @@ def _check_node_graph(root: yaml.Node, *, budget: int, limits: Limits) -> int:
     """Return the expanded node count of ``root``; raise past the limits.
 
     ``budget`` is what is left of ``limits.max_yaml_nodes`` for this stream.
+    Only collection nodes are memoised (an alias to a scalar costs one node);
+    scalars are handled inline because they are most of a manifest.
     """
     memo: dict[int, int] = {}
     active: set[int] = set()
+    allowed = _ALLOWED_TAGS
+    scalar_type = yaml.ScalarNode
+    mapping_type = yaml.MappingNode
+    max_depth = limits.max_depth
+
+    def too_many() -> LimitExceededError:
+        return LimitExceededError(
+            f"YAML has more than limits.max_yaml_nodes={limits.max_yaml_nodes} nodes after alias expansion"
+        )
+
+    def bad_tag(node: yaml.Node) -> FormatError:
+        return FormatError(f"YAML tag {node.tag!r} is not allowed in a manifest (expected core JSON types)")
 
     def walk(node: yaml.Node, depth: int) -> int:
-        if depth > limits.max_depth:
-            raise LimitExceededError(f"YAML nesting depth exceeds limits.max_depth={limits.max_depth}")
+        if depth > max_depth:
+            raise LimitExceededError(f"YAML nesting depth exceeds limits.max_depth={max_depth}")
         key = id(node)
         known = memo.get(key)
         if known is not None:
             return known
         if key in active:
             raise FormatError("YAML alias refers to an enclosing node (recursive structure)")
-        if node.tag not in _ALLOWED_TAGS:
-            raise FormatError(
-                f"YAML tag {node.tag!r} is not allowed in a manifest (expected core JSON types)"
-            )
+        if node.tag not in allowed:
+            raise bad_tag(node)
+        active.add(key)
         total = 1
-        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
-            active.add(key)
-            children: list[yaml.Node]
-            if isinstance(node, yaml.MappingNode):
-                children = [part for pair in node.value for part in pair]
-            else:
-                children = list(node.value)
-            for child in children:
-                total += walk(child, depth + 1)
-                if total > budget:
-                    raise LimitExceededError(
-                        f"YAML has more than limits.max_yaml_nodes={limits.max_yaml_nodes} nodes "
-                        "after alias expansion"
-                    )
-            active.discard(key)
+        children = (
+            [part for pair in node.value for part in pair] if isinstance(node, mapping_type) else node.value
+        )
+        if children and depth + 1 > max_depth:
+            raise LimitExceededError(f"YAML nesting depth exceeds limits.max_depth={max_depth}")
+        for child in children:
+            if type(child) is scalar_type:
+                if child.tag not in allowed:
+                    raise bad_tag(child)
+                total += 1
+                continue
+            total += walk(child, depth + 1)
+            if total > budget:
+                raise too_many()
+        if total > budget:
+            raise too_many()
+        active.discard(key)
         memo[key] = total
         return total
 
-    count = walk(root, 1)
+    if isinstance(root, scalar_type):
+        if root.tag not in allowed:
+            raise bad_tag(root)
+        count = 1
+    else:
+        count = walk(root, 1)
     if count > budget:
-        raise LimitExceededError(
-            f"YAML has more than limits.max_yaml_nodes={limits.max_yaml_nodes} nodes after alias expansion"
-        )
+        raise too_many()
     return count
 
 

@@ -1,0 +1,1 @@
+"""Performance measurements that print numbers (never timed assertions)."""
