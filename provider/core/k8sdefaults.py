@@ -278,6 +278,24 @@ UNREACHABLE_TOLERATION = {
 }
 
 
+def _scheduled_node(value: Any, ctx: Context) -> bool:
+    # The binding that sets nodeName also records PodScheduled=True. On create the
+    # server resets status before admission, so a creator-chosen node never passes.
+    conditions = ctx.live_at(("status", "conditions"))
+    scheduled = isinstance(conditions, list) and any(
+        isinstance(c, Mapping) and c.get("type") == "PodScheduled" and c.get("status") == "True"
+        for c in conditions
+    )
+    return scheduled and isinstance(value, str) and bool(value)
+
+
+def _provisioned_volume(value: Any, ctx: Context) -> bool:
+    # Dynamic provisioning names the volume "pvc-<claim uid>"; the uid is assigned
+    # by the server, so no creator can pre-bind the claim to a chosen volume this way.
+    uid = ctx.live_at(("metadata", "uid"))
+    return isinstance(uid, str) and bool(uid) and same_value(value, f"pvc-{uid}")
+
+
 def _any_string(value: Any, _ctx: Context) -> bool:
     return isinstance(value, str)
 
@@ -364,6 +382,7 @@ def _pod_spec(prefix: str, *, pod: bool) -> list[Default]:
             ]
     if pod:
         out += [
+            computed(s + "nodeName", "the scheduler's node, once status shows PodScheduled", _scheduled_node),
             exact(s + "enableServiceLinks", True),
             computed(s + "priority", "any integer (Priority admission, from priorityClassName)", _any_int),
             one_of(s + "preemptionPolicy", "PreemptLowerPriority", "Never", note="Priority admission"),
@@ -587,6 +606,7 @@ def _pvc(prefix: str) -> list[Default]:
             "the default StorageClass (DefaultStorageClass admission)",
             _any_string,
         ),
+        computed(prefix + ".volumeName", "pvc-<metadata.uid> (dynamically provisioned)", _provisioned_volume),
     ]
 
 
