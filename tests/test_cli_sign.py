@@ -267,3 +267,16 @@ def test_sign_image_pushes_bundle_and_annotates_reference(
         "b",
     ]
     assert any(key_a_public.verify(s.signature, s.payload) for s in bundle.signature_sets)
+
+
+def test_sign_stdin_to_stdout(
+    env: pytest.MonkeyPatch, key_a_public: PublicKey, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    import io
+    import sys
+
+    env.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(cm("piped"))))
+    assert main(["sign", "-f", "-", "-k", str(KEY_A)]) == 0
+    out = capsysbinary.readouterr().out
+    assert verified_sets(out, key_a_public) == [[0]]
+    assert b"name: piped" in out
