@@ -9,6 +9,8 @@ Nothing here talks to the network. A :class:`SigstoreKit` holds
 * a log key (ECDSA P-256, like Rekor's) that writes ``hashedrekord`` v0.0.1
   entries and signs SignedEntryTimestamps over the RFC 8785 canonical JSON of
   ``{body, integratedTime, logID, logIndex}``;
+* a CT log key that signs the SCT embedded in every leaf (RFC 6962 precertificate
+  SCT, as Fulcio embeds; ``embed_sct=False`` leaves it out);
 * the ``dev.sigstore.trustedroot`` JSON that trusts exactly this instance.
 
 Typical use::
@@ -58,6 +60,8 @@ __all__ = ["DEFAULT_ISSUER", "KeylessMaterial", "SigstoreKit", "der_utf8", "pem"
 
 DEFAULT_ISSUER = "https://oauth2.sigstore.test/auth"
 CERT_LIFETIME = timedelta(minutes=10)
+# RFC 6962 embedded SCT list extension.
+SCT_LIST_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
 
 CAKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -85,6 +89,14 @@ def der_utf8(text: str) -> bytes:
         return bytes([0x0C, n]) + raw
     size = n.to_bytes((n.bit_length() + 7) // 8, "big")
     return bytes([0x0C, 0x80 | len(size)]) + size + raw
+
+
+def _der_octet_string(raw: bytes) -> bytes:
+    n = len(raw)
+    if n < 0x80:
+        return bytes([0x04, n]) + raw
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x04, 0x80 | len(size)]) + size + raw
 
 
 def pem(cert: x509.Certificate) -> bytes:
@@ -308,6 +320,9 @@ class SigstoreKit:
         code_signing: bool = True,
         is_ca: bool = False,
         raw_extensions: Mapping[str, bytes] | None = None,
+        embed_sct: bool = True,
+        sct_key: ec.EllipticCurvePrivateKey | None = None,
+        sct_time: datetime | None = None,
     ) -> x509.Certificate:
         """A Fulcio-style leaf: empty subject, critical SAN, codeSigning EKU.
 
@@ -315,6 +330,8 @@ class SigstoreKit:
         the identity has ``://``, e-mail when it has ``@``, otherName else).
         ``extensions`` use :data:`provider.core.keyless.FULCIO_EXTENSIONS`
         names; ``raw_extensions`` adds extension values by dotted OID as given.
+        With ``embed_sct`` the certificate carries an SCT signed by the kit's CT
+        log key (or ``sct_key``) over its precertificate, as Fulcio's does.
         """
         start = not_before or (self.now - timedelta(minutes=1))
         if san_kind == "auto":
@@ -377,7 +394,49 @@ class SigstoreKit:
             builder = builder.add_extension(
                 x509.UnrecognizedExtension(x509.ObjectIdentifier(dotted), raw), critical=False
             )
-        return builder.sign(self.intermediate_key, _signing_hash(self.intermediate_key))
+        digest = _signing_hash(self.intermediate_key)
+        if not embed_sct:
+            return builder.sign(self.intermediate_key, digest)
+        # The precertificate's TBS is the final TBS without the SCT extension,
+        # so sign the certificate once without it to learn the bytes to log.
+        precert = builder.sign(self.intermediate_key, digest)
+        sct = self._sct(precert.tbs_certificate_bytes, sct_key or self.ctlog_key, sct_time or start)
+        builder = builder.add_extension(x509.UnrecognizedExtension(SCT_LIST_OID, sct), critical=False)
+        return builder.sign(self.intermediate_key, digest)
+
+    def _sct(self, tbs: bytes, key: ec.EllipticCurvePrivateKey, when: datetime) -> bytes:
+        """The DER extension value holding one RFC 6962 v1 precertificate SCT."""
+        issuer_spki = self.intermediate_cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        millis = int(when.timestamp()) * 1000
+        signed = b"".join(
+            [
+                b"\x00\x00",
+                millis.to_bytes(8, "big"),
+                b"\x00\x01",
+                hashlib.sha256(issuer_spki).digest(),
+                len(tbs).to_bytes(3, "big"),
+                tbs,
+                b"\x00\x00",
+            ]
+        )
+        signature = key.sign(signed, ec.ECDSA(hashes.SHA256()))
+        log_id = hashlib.sha256(_spki(self.ctlog_key.public_key())).digest()
+        sct = b"".join(
+            [
+                b"\x00",
+                log_id,
+                millis.to_bytes(8, "big"),
+                b"\x00\x00",  # no extensions
+                b"\x04\x03",  # sha256, ecdsa
+                len(signature).to_bytes(2, "big"),
+                signature,
+            ]
+        )
+        item = len(sct).to_bytes(2, "big") + sct
+        sct_list = len(item).to_bytes(2, "big") + item
+        return _der_octet_string(sct_list)
 
     @property
     def chain_pem(self) -> bytes:

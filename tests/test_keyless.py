@@ -367,6 +367,40 @@ def test_fixture_fails_when_the_log_key_was_not_yet_valid(
         verify_keyless(fixture_sets[0], root=root, identities=both_signers)
 
 
+def test_fixture_scts_are_checked_against_the_ct_logs(
+    fixture_sets: tuple[SignatureSet, SignatureSet],
+    pgi_doc: dict[str, Any],
+    both_signers: tuple[KeylessIdentity, ...],
+) -> None:
+    doc = copy.deepcopy(pgi_doc)
+    doc["ctlogs"][0]["publicKey"]["validFor"]["end"] = "2022-06-01T00:00:00Z"
+    expired = TrustedRoot.from_json(json.dumps(doc).encode())
+    with pytest.raises(SignatureError) as info:
+        verify_keyless(fixture_sets[0], root=expired, identities=both_signers)
+    assert "no embedded SCT verifies" in str(info.value)
+    assert "CT log https://ctfe.sigstore.dev/test not valid at 2022-06-17T07:55:18Z" in str(info.value)
+
+    doc = copy.deepcopy(pgi_doc)
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    der = other.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    doc["ctlogs"][0]["publicKey"]["rawBytes"] = base64.b64encode(der).decode()
+    rekeyed = TrustedRoot.from_json(json.dumps(doc).encode())
+    with pytest.raises(SignatureError, match="signature does not verify with the key of https://ctfe"):
+        verify_keyless(fixture_sets[0], root=rekeyed, identities=both_signers)
+
+    doc["ctlogs"] = doc["ctlogs"][1:]
+    unknown = TrustedRoot.from_json(json.dumps(doc).encode())
+    with pytest.raises(
+        SignatureError, match=re.escape("SCT from log 086092f02852ff68...: not a CT log of the trusted root")
+    ):
+        verify_keyless(fixture_sets[0], root=unknown, identities=both_signers)
+
+    # A trusted root without CT logs does not ask for SCTs.
+    del doc["ctlogs"]
+    no_ct = TrustedRoot.from_json(json.dumps(doc).encode())
+    assert verify_keyless(fixture_sets[0], root=no_ct, identities=both_signers).name == SIGNER_0[0]
+
+
 def test_fixture_intermediate_may_come_from_the_signature_chain(
     fixture_sets: tuple[SignatureSet, SignatureSet],
     pgi: TrustedRoot,
@@ -503,6 +537,35 @@ def test_log_key_out_of_service_fails() -> None:
     root = TrustedRoot.from_json(kit.trusted_root_json())
     with pytest.raises(SignatureError, match=re.escape("log key https://rekor.sigstore.test not valid at")):
         verify_keyless(kit.sign(PAYLOAD, identity=ME).signature_set(PAYLOAD), root=root, identities=_me())
+
+
+def test_certificate_without_sct_fails_when_ct_logs_are_trusted(
+    kit: SigstoreKit, kit_root: TrustedRoot
+) -> None:
+    material = kit.sign(PAYLOAD, identity=ME, embed_sct=False)
+    with pytest.raises(
+        SignatureError, match="certificate has no embedded SCT, but the trusted root lists CT logs"
+    ):
+        verify_keyless(material.signature_set(PAYLOAD), root=kit_root, identities=_me())
+    doc = kit.trusted_root()
+    del doc["ctlogs"]
+    without_ct = TrustedRoot.from_json(json.dumps(doc).encode())
+    assert verify_keyless(material.signature_set(PAYLOAD), root=without_ct, identities=_me()).name == ME
+
+
+def test_sct_by_another_ct_key_fails(kit: SigstoreKit, kit_root: TrustedRoot) -> None:
+    material = kit.sign(PAYLOAD, identity=ME, sct_key=ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(
+        SignatureError,
+        match=re.escape("signature does not verify with the key of https://ctfe.sigstore.test"),
+    ):
+        verify_keyless(material.signature_set(PAYLOAD), root=kit_root, identities=_me())
+
+
+def test_sct_before_the_ct_log_was_in_service(kit: SigstoreKit, kit_root: TrustedRoot) -> None:
+    material = kit.sign(PAYLOAD, identity=ME, sct_time=kit.now - timedelta(days=400))
+    with pytest.raises(SignatureError, match=re.escape("CT log https://ctfe.sigstore.test not valid at")):
+        verify_keyless(material.signature_set(PAYLOAD), root=kit_root, identities=_me())
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ precise error:
 2. the certificate chains to a trusted Fulcio CA, with every certificate and
    the CA itself valid at the Rekor *integrated time* (Fulcio certificates
    live ten minutes; the log proves the signature existed while it was
-   valid) - :class:`SignatureError`;
+   valid) - :class:`SignatureError`; when the trusted root lists CT logs, an
+   embedded SCT from one of them must verify too;
 3. the SET verifies with the trusted log key named by ``logID``, and that key
    was in service at the integrated time - :class:`SignatureError`;
 4. the log entry binds this signature, this certificate and the SHA-256 of
@@ -37,7 +38,7 @@ import re
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -556,7 +557,8 @@ def verify_keyless(
 
     # (2) The certificate chains to a trusted CA, judged at the integrated time.
     _check_leaf(leaf, when, where)
-    ca = _chain_to_root(leaf, supplied, root, when, where)
+    ca, issuer = _chain_to_root(leaf, supplied, root, when, where)
+    _check_scts(leaf, issuer, root, where)
 
     # (3) The SignedEntryTimestamp: the log vouches for the entry and the time.
     tlog = _check_set(entry, root, where)
@@ -627,8 +629,11 @@ def _chain_to_root(
     root: TrustedRoot,
     when: datetime,
     where: str,
-) -> CertificateAuthority:
-    """The first trusted CA the leaf chains to at ``when``; SignatureError listing why none did."""
+) -> tuple[CertificateAuthority, x509.Certificate]:
+    """The first trusted CA the leaf chains to at ``when``, and the leaf's issuer.
+
+    Raises SignatureError listing why no CA did.
+    """
     reasons: list[str] = []
     for i, ca in enumerate(root.certificate_authorities):
         label = f"CA[{i}] {ca.uri or ca.subject}".rstrip()
@@ -647,7 +652,7 @@ def _chain_to_root(
         except SignatureError as exc:
             reasons.append(f"{label}: {exc}")
             continue
-        return ca
+        return ca, path[0]
     raise SignatureError(
         f"{where}: certificate (issuer {leaf.issuer.rfc4514_string()!r}) does not chain to a trusted "
         f"Fulcio CA at the Rekor integrated time {_iso(when)}: " + "; ".join(reasons or ["no CA configured"])
@@ -718,6 +723,75 @@ def _check_issuers(path: Sequence[x509.Certificate], when: datetime) -> None:
         if usage is not None and not usage.key_cert_sign:
             raise SignatureError(f"CA certificate {_name(cert)} key usage lacks keyCertSign")
         _reject_unknown_critical(exts, f"CA certificate {_name(cert)}")
+
+
+def _check_scts(leaf: x509.Certificate, issuer: x509.Certificate, root: TrustedRoot, where: str) -> None:
+    """An embedded SCT from a trusted CT log proves the certificate was published.
+
+    Required whenever the trusted root lists CT logs (as cosign requires it by
+    default); a private instance without CT lists none and skips this.
+    """
+    if not root.ctlogs:
+        return
+    try:
+        scts = list(
+            leaf.extensions.get_extension_for_class(x509.PrecertificateSignedCertificateTimestamps).value
+        )
+    except x509.ExtensionNotFound as exc:
+        raise SignatureError(
+            f"{where}: certificate has no embedded SCT, but the trusted root lists CT logs"
+        ) from exc
+    spki = issuer.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        tbs = leaf.tbs_precertificate_bytes
+    except ValueError as exc:
+        raise FormatError(f"{where}: certificate precertificate form is unreadable ({_short(exc)})") from exc
+    reasons: list[str] = []
+    for sct in scts:
+        label = f"SCT from log {sct.log_id.hex()[:16]}..."
+        if sct.version is not x509.certificate_transparency.Version.v1:
+            reasons.append(f"{label}: unsupported version")
+            continue
+        if sct.entry_type is not x509.certificate_transparency.LogEntryType.PRE_CERTIFICATE:
+            reasons.append(f"{label}: not a precertificate SCT")
+            continue
+        logs = [t for t in root.ctlogs if t.log_id == sct.log_id]
+        if not logs:
+            reasons.append(f"{label}: not a CT log of the trusted root")
+            continue
+        when = sct.timestamp.replace(tzinfo=UTC)
+        millis = (when - _EPOCH) // timedelta(milliseconds=1)
+        # RFC 6962 section 3.2: the digitally-signed struct of a precert entry.
+        signed = b"".join(
+            [
+                b"\x00\x00",  # v1, certificate_timestamp
+                millis.to_bytes(8, "big"),
+                b"\x00\x01",  # precert_entry
+                hashlib.sha256(spki).digest(),
+                len(tbs).to_bytes(3, "big"),
+                tbs,
+                len(sct.extension_bytes).to_bytes(2, "big"),
+                sct.extension_bytes,
+            ]
+        )
+        for ctlog in logs:
+            if not ctlog.valid_for.contains(when):
+                reasons.append(
+                    f"{label}: CT log {ctlog.base_url} not valid at {_iso(when)} (validFor {ctlog.valid_for})"
+                )
+            elif ctlog.public_key.verify(sct.signature, signed):
+                return
+            else:
+                reasons.append(f"{label}: signature does not verify with the key of {ctlog.base_url}")
+    raise SignatureError(
+        f"{where}: no embedded SCT verifies with a CT log of the trusted root: "
+        + "; ".join(reasons or ["none"])
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _check_set(entry: RekorEntry, root: TrustedRoot, where: str) -> TransparencyLog:
