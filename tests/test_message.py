@@ -270,3 +270,13 @@ def test_tarball_member_with_bad_yaml_names_member() -> None:
 def test_tarball_non_mapping_member_rejected() -> None:
     with pytest.raises(FormatError, match="expected a mapping"):
         manifests_from_message(tarball([regular("/tmp/m.yaml", b"- 1\n- 2\n")]), limits=LIMITS)
+
+
+def test_many_empty_gzip_members_rejected_quickly() -> None:
+    member = gzip.compress(b"", mtime=0)
+    text = base64.b64encode(member * 30_000).decode()
+    start = time.perf_counter()
+    with pytest.raises(FormatError, match="gzip members"):
+        decode_message(text, limits=LIMITS)
+    assert time.perf_counter() - start < 1.0
+    assert decode_message(base64.b64encode(member * 16).decode(), limits=LIMITS) == b""

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
 _YAML_SUFFIXES = (".yaml", ".yml")
+# Writers emit one gzip member; a few concatenated ones are valid gzip, thousands are an attack.
+_MAX_GZIP_MEMBERS = 16
 
 
 def decode_base64(text: str, *, what: str, limits: Limits) -> bytes:
@@ -64,7 +66,7 @@ def gunzip_bounded(data: bytes, *, limit: int, what: str) -> bytes:
     """Decompress (possibly multi-member) gzip ``data`` to at most ``limit`` bytes."""
     out = bytearray()
     rest = data
-    while True:
+    for _ in range(_MAX_GZIP_MEMBERS):
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         pending = rest
         try:
@@ -85,6 +87,7 @@ def gunzip_bounded(data: bytes, *, limit: int, what: str) -> bytes:
             return bytes(out)
         if not is_gzip(rest):
             raise FormatError(f"{what} has {len(rest)} bytes of trailing data after the gzip stream")
+    raise FormatError(f"{what} has more than {_MAX_GZIP_MEMBERS} concatenated gzip members")
 
 
 def decode_message(text: str, *, limits: Limits) -> bytes:
