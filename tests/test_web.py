@@ -11,18 +11,24 @@ import http.client
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import yaml
 from flask import Flask
 from werkzeug.serving import make_server
 
 from provider import wire
 from provider.app import create_app
 from provider.config import Settings
+from provider.core.signing import bundle_ref_documents
 from provider.service import ProviderRuntime
+from provider.sources.oci import push_signed_bundle
 from provider.web import EXTENSION
+from tests.keyutil import keypair
+from tests.registry import have_registry, start_registry
 from tests.test_service import configmap, key_of, settings_with, signed, tampered
 
 MiB = 1024 * 1024
@@ -344,3 +350,47 @@ def test_default_app_trusts_nobody() -> None:
     )
     item = orjson.loads(response.data)["response"]["items"][0]
     assert item["value"]["verified"] is False
+
+
+# -- a real registry behind the default resolver ----------------------------------------
+
+
+@pytest.mark.registry
+@pytest.mark.skipif(not have_registry(), reason="needs /usr/bin/docker-registry (Debian docker-registry)")
+def test_referenced_bundle_from_a_real_registry_then_registry_down(
+    serve: Callable[[Settings], Server], tmp_path: Path
+) -> None:
+    registry = start_registry(tmp_path / "registry")
+    try:
+        host = registry.host
+        config = {"registries": {"allow": [f"{host}/bundles/*"], "insecure": [host]}}
+        settings = settings_with("alice", config=config)
+        assert settings.registries is not None
+        key, _ = keypair("alice")
+
+        def publish(name: str) -> dict[str, Any]:
+            reference = f"{host}/bundles/{name}:v1"
+            raw, out = bundle_ref_documents(yaml.safe_dump(configmap(name=name)).encode(), reference)
+            push_signed_bundle(reference, raw, key, settings=settings.registries)  # type: ignore[arg-type]
+            obj = yaml.safe_load(out)
+            assert isinstance(obj, dict)
+            return obj
+
+        first, second = publish("first"), publish("second")
+        server = serve(settings)
+        _, doc = server.post(wire.encode_request([key_of(first)]))
+        item = doc["response"]["items"][0]
+        assert item["value"]["reason"] == "VERIFIED"
+        assert item["value"]["bundle"]["source"] == "oci"
+        resolved = item["value"]["bundle"]["resolved"]
+        assert resolved.startswith(f"{host}/bundles/first") and "@sha256:" in resolved
+    finally:
+        registry.stop()
+    # Registry gone: the cached verdict still answers, a new reference is a systemError
+    # and the answer holds no item at all, not even the cached one.
+    _, doc = server.post(wire.encode_request([key_of(first)]))
+    assert doc["response"]["items"][0]["value"]["reason"] == "VERIFIED"
+    _, doc = server.post(wire.encode_request([key_of(first), key_of(second)]))
+    assert doc["response"]["items"] == []
+    assert doc["response"]["systemError"].startswith("could not check a key: ")
+    assert host in doc["response"]["systemError"]
