@@ -118,7 +118,7 @@ def computed(path: str, description: str, check: Check, *literal: str) -> Defaul
 
 
 def container(path: str, note: str = "", *literal: str) -> Default:
-    text = "may be added as a whole; each entry inside must be a default"
+    text = "may appear whole if every entry in it is a default"
     return Default(_split(path, *literal), text + (f" ({note})" if note else ""), _never, container=True)
 
 
@@ -473,6 +473,7 @@ def _job(prefix: str) -> list[Default]:
         exact(s + "parallelism", 1),
         exact(s + "completionMode", "NonIndexed"),
         exact(s + "suspend", False),
+        exact(s + "manualSelector", False),
         computed(
             s + "podReplacementPolicy", "TerminatingOrFailed (Failed with podFailurePolicy)", _job_replacement
         ),
@@ -664,20 +665,25 @@ class KindDefaults:
     kind: str
     entries: tuple[Default, ...]
     quantities: tuple[tuple[str, ...], ...] = ()
+    # Where the kind embeds a PodSpec ("" for none); only used to print the table compactly.
+    pod_spec: str = ""
 
 
-def _kind(group: str, kind: str, entries: Sequence[Default], quantities: Sequence[str] = ()) -> KindDefaults:
-    return KindDefaults(group, kind, tuple(entries), tuple(tuple(q.split(".")) for q in quantities))
+def _kind(
+    group: str, kind: str, entries: Sequence[Default], quantities: Sequence[str] = (), pod_spec: str = ""
+) -> KindDefaults:
+    return KindDefaults(group, kind, tuple(entries), tuple(tuple(q.split(".")) for q in quantities), pod_spec)
 
 
 def _workload(
     group: str, kind: str, extra: Sequence[Default], template: str = "spec.template"
 ) -> KindDefaults:
-    return _kind(group, kind, [*extra, *_template(template)], _pod_quantities(template + ".spec"))
+    spec = template + ".spec"
+    return _kind(group, kind, [*extra, *_template(template)], _pod_quantities(spec), spec)
 
 
 _TABLE: tuple[KindDefaults, ...] = (
-    _kind("", "Pod", _pod_spec("spec", pod=True), _pod_quantities("spec")),
+    _kind("", "Pod", _pod_spec("spec", pod=True), _pod_quantities("spec"), "spec"),
     _workload(
         "apps",
         "Deployment",
@@ -707,6 +713,7 @@ _TABLE: tuple[KindDefaults, ...] = (
             "spec.volumeClaimTemplates.*.spec.resources.requests.*",
             "spec.volumeClaimTemplates.*.spec.resources.limits.*",
         ],
+        "spec.template.spec",
     ),
     _workload(
         "apps",
@@ -719,7 +726,13 @@ _TABLE: tuple[KindDefaults, ...] = (
     _workload("apps", "ReplicaSet", [exact("spec.replicas", 1)]),
     _workload("", "ReplicationController", [exact("spec.replicas", 1)]),
     _workload("", "PodTemplate", [], template="template"),
-    _kind("batch", "Job", [*_job("spec"), *_job_generated()], _pod_quantities("spec.template.spec")),
+    _kind(
+        "batch",
+        "Job",
+        [*_job("spec"), *_job_generated()],
+        _pod_quantities("spec.template.spec"),
+        "spec.template.spec",
+    ),
     _kind(
         "batch",
         "CronJob",
@@ -732,6 +745,7 @@ _TABLE: tuple[KindDefaults, ...] = (
             *_template("spec.jobTemplate.spec.template"),
         ],
         _pod_quantities("spec.jobTemplate.spec.template.spec"),
+        "spec.jobTemplate.spec.template.spec",
     ),
     _kind("", "Service", _service()),
     _kind("", "Secret", [exact("type", "Opaque")]),
@@ -841,21 +855,58 @@ def known_kinds() -> tuple[KindDefaults, ...]:
     return _TABLE
 
 
+POD_SPEC_LABEL = "PodSpec"
+_QUANTITY_TEXT = "a resource quantity, compared by value"
+
+
+def _row(group: str, kind: str, path: str, value: str) -> dict[str, str]:
+    return {"group": group, "kind": kind, "path": path, "value": value}
+
+
+def _pod_relative(path: str) -> str:
+    # The three container lists share their defaults; print them once.
+    for lst in ("initContainers", "ephemeralContainers"):
+        if path.startswith(lst + "."):
+            return "containers" + path[len(lst) :]
+    return path
+
+
 def describe_table() -> list[dict[str, str]]:
-    """The table as rows (group, kind, path, value) for people and programs."""
+    """The table as rows (group, kind, path, value) for people and programs.
+
+    PodSpec defaults, the same in every workload, are listed once under the
+    pseudo-kind ``PodSpec`` (paths relative to the pod spec; Pod-only rows say
+    so); each workload lists where its pod spec is.
+    """
     rows: list[dict[str, str]] = []
+    template_paths = {
+        _pod_relative(".".join(e.path[3:]))
+        for e in _BY_KIND[("apps", "Deployment")].entries
+        if e.path[:3] == ("spec", "template", "spec")
+    }
     for kind in _TABLE:
+        prefix = tuple(kind.pod_spec.split(".")) if kind.pod_spec else None
+        if prefix is not None:
+            rows.append(
+                _row(kind.group, kind.kind, kind.pod_spec, f"{POD_SPEC_LABEL} defaults, listed below")
+            )
         for entry in kind.entries:
-            rows.append(
-                {"group": kind.group, "kind": kind.kind, "path": entry.dotted, "value": entry.description}
-            )
+            if prefix is None or entry.path[: len(prefix)] != prefix:
+                rows.append(_row(kind.group, kind.kind, entry.dotted, entry.description))
         for q in kind.quantities:
-            rows.append(
-                {
-                    "group": kind.group,
-                    "kind": kind.kind,
-                    "path": ".".join(q),
-                    "value": "a resource quantity, compared by value",
-                }
-            )
+            if prefix is None or q[: len(prefix)] != prefix:
+                rows.append(_row(kind.group, kind.kind, ".".join(q), _QUANTITY_TEXT))
+    seen: set[str] = set()
+    pod = _BY_KIND[("", "Pod")]
+    for entry in pod.entries:
+        rel = _pod_relative(".".join(entry.path[1:]))
+        if rel not in seen:
+            seen.add(rel)
+            note = "" if rel in template_paths else " (Pod only)"
+            rows.append(_row("", POD_SPEC_LABEL, rel, entry.description + note))
+    for q in pod.quantities:
+        rel = _pod_relative(".".join(q[1:]))
+        if rel + " quantity" not in seen:
+            seen.add(rel + " quantity")
+            rows.append(_row("", POD_SPEC_LABEL, rel, _QUANTITY_TEXT))
     return rows
