@@ -1,0 +1,511 @@
+"""Provider benchmarks: the real ``manifest-provider serve`` over mutual TLS 1.3 with keep-alive.
+
+    .venv/bin/python -m benchmarks.bench_provider [--workers N] [--threads N] [--seconds S]
+                                                 [--only warm,cold,latency,memory]
+
+Prints each figure next to its target. This is a measurement, not a test: the
+numbers depend on the machine (``os.cpu_count()`` is printed) and on whatever
+else runs on it, and the load generator shares the CPUs with the server.
+``docs/serving.md`` explains what bounds each figure.
+
+* warm: verdicts/s for keys already in the verdict cache, batches of 100
+  (target >= 20,000/s);
+* cold: verdicts/s for distinct annotation-signed Deployments of about 2 KB,
+  each checked once, batches of 100 (target >= 1,000/s);
+* latency: p99 of single-key requests from 50 concurrent clients while warm
+  (target < 20 ms);
+* memory: resident set of a worker whose verdict cache holds the default
+  number of entries (target < 250 MB).
+
+Clients are processes with threads, each thread holding one persistent
+``http.client.HTTPSConnection`` (TLS 1.3, client certificate), as a busy
+Gatekeeper with connection reuse would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import os
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from provider.certs import (  # noqa: E402
+    GATEKEEPER_CLIENT_DNS_NAME,
+    CertUsage,
+    generate_ca,
+    issue_certificate,
+    write_file,
+    write_keyed,
+)
+from provider.config import CacheSettings  # noqa: E402
+from provider.core.cosignkey import PrivateKey  # noqa: E402
+from provider.core.limits import DEFAULT_LIMITS  # noqa: E402
+from provider.core.safeyaml import load_documents  # noqa: E402
+from provider.core.signing import sign_documents  # noqa: E402
+from provider.wire import encode_key, encode_request  # noqa: E402
+
+BATCH = 100
+WARM_KEYS = 1_000
+CONCURRENT_CLIENTS = 50
+_BANNER = "manifest-provider: serving verdicts on "
+
+# A Deployment of about 2 KB before signing, like a real application's.
+_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web-{i}
+  namespace: shop-{ns}
+  labels:
+    app.kubernetes.io/name: web-{i}
+    app.kubernetes.io/part-of: shop
+    app.kubernetes.io/version: "1.{i}.0"
+spec:
+  replicas: 3
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: web-{i}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/name: web-{i}
+        app.kubernetes.io/part-of: shop
+    spec:
+      serviceAccountName: web
+      securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
+      containers:
+        - name: web
+          image: registry.example.com/shop/web:1.{i}.0
+          args: ["--listen=:8080", "--metrics=:9090", "--log-format=json"]
+          ports:
+            - {{name: http, containerPort: 8080}}
+            - {{name: metrics, containerPort: 9090}}
+          env:
+            - {{name: SHOP_DB_HOST, value: db.shop-{ns}.svc}}
+            - {{name: SHOP_DB_NAME, value: shop}}
+            - {{name: SHOP_CACHE_URL, value: "redis://cache.shop-{ns}.svc:6379/0"}}
+            - {{name: SHOP_FEATURES, value: "checkout,wishlist,reviews,recommendations"}}
+          resources:
+            requests: {{cpu: 250m, memory: 256Mi}}
+            limits: {{memory: 512Mi}}
+          readinessProbe:
+            httpGet: {{path: /readyz, port: http}}
+            periodSeconds: 5
+          livenessProbe:
+            httpGet: {{path: /healthz, port: http}}
+            periodSeconds: 10
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {{drop: [ALL]}}
+        - name: proxy
+          image: registry.example.com/platform/proxy:2.4.{i}
+          args: ["--upstream=http://127.0.0.1:8080", "--tls-cert=/tls/tls.crt", "--tls-key=/tls/tls.key"]
+          ports:
+            - {{name: https, containerPort: 8443}}
+          volumeMounts:
+            - {{name: tls, mountPath: /tls, readOnly: true}}
+          resources:
+            requests: {{cpu: 50m, memory: 64Mi}}
+            limits: {{memory: 128Mi}}
+      volumes:
+        - name: tls
+          secret: {{secretName: web-{i}-tls}}
+"""
+
+
+# -- material -----------------------------------------------------------------------------
+
+
+def _sign_range(private_pem: bytes, start: int, stop: int) -> list[str]:
+    key = PrivateKey(serialization.load_pem_private_key(private_pem, password=None))  # type: ignore[arg-type]
+    keys = []
+    for i in range(start, stop):
+        signed = sign_documents(_DEPLOYMENT.format(i=i, ns=i % 7).encode(), key)
+        keys.append(encode_key(load_documents(signed, limits=DEFAULT_LIMITS)[0]))
+    return keys
+
+
+def signed_keys(key: PrivateKey, count: int, *, offset: int = 0) -> list[str]:
+    """``count`` distinct keys (envelopes of signed Deployments), signed on every CPU."""
+    pem = key.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    procs = max(1, os.cpu_count() or 1)
+    step = -(-count // procs)
+    with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork")) as pool:
+        parts = pool.map(
+            _sign_range,
+            [pem] * procs,
+            [offset + i * step for i in range(procs)],
+            [offset + min(count, (i + 1) * step) for i in range(procs)],
+        )
+        return [k for part in parts for k in part]
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    ca: Path
+    cert: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(str(self.cert), str(self.key))
+        return ctx
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    tls: Tls
+    stderr: Path
+
+    def worker_pids(self) -> list[int]:
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(p) for p in path.read_text().split()]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(work: Path, public_pem: bytes, *, workers: int, threads: int) -> Server:
+    work.mkdir(parents=True, exist_ok=True)
+    provider_ca = generate_ca("bench provider CA")
+    gatekeeper_ca = generate_ca("bench gatekeeper CA")
+    server = issue_certificate(provider_ca, usage=CertUsage.SERVER, ip_addresses=["127.0.0.1"])
+    client = issue_certificate(gatekeeper_ca, usage=CertUsage.CLIENT, dns_names=[GATEKEEPER_CLIENT_DNS_NAME])
+    write_file(work / "provider-ca.crt", provider_ca.certificate_pem(), private=False)
+    write_file(work / "gatekeeper-ca.crt", gatekeeper_ca.certificate_pem(), private=False)
+    write_keyed(server, work / "server.crt", work / "server.key")
+    write_keyed(client, work / "client.crt", work / "client.key")
+    config = {
+        "keys": [{"name": "bench", "pem": public_pem.decode()}],
+        "server": {
+            "reloadIntervalSeconds": 0,
+            "tls": {
+                "certFile": "server.crt",
+                "keyFile": "server.key",
+                "clientCAFile": "gatekeeper-ca.crt",
+                "clientDNSNames": [GATEKEEPER_CLIENT_DNS_NAME],
+            },
+        },
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    args = [sys.executable, "-m", "provider", "serve", "--config", "config.yaml", "--listen", "127.0.0.1:0"]
+    args += ["--workers", str(workers), "--threads", str(threads)]
+    out, err = work / "serve.out", work / "serve.err"
+    with out.open("wb") as o, err.open("wb") as e:
+        process = subprocess.Popen(args, cwd=work, env=env, stdout=o, stderr=e)
+    deadline = time.monotonic() + 60
+    url = ""
+    while not url:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"serve did not start: {err.read_text()[-2000:]}")
+        url = next((ln[len(_BANNER) :] for ln in out.read_text().splitlines() if ln.startswith(_BANNER)), "")
+        time.sleep(0.05)
+    port = int(url.split(":")[2].split("/")[0])
+    tls = Tls(work / "provider-ca.crt", work / "client.crt", work / "client.key")
+    srv = Server(process, "127.0.0.1", port, tls, err)
+    # Wait until every worker answers.
+    while True:
+        try:
+            conn = http.client.HTTPSConnection(srv.host, srv.port, context=tls.context(), timeout=5)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return srv
+
+
+# -- the load generator ---------------------------------------------------------------------
+
+
+def _client_process(
+    srv: tuple[str, int, Tls],
+    bodies: Sequence[bytes],
+    keys_per_body: int,
+    threads: int,
+    start_at: float,
+    stop_at: float,
+    once: bool,
+    slot: int,
+    out: Any,
+) -> None:
+    host, port, tls = srv
+    ctx = tls.context()
+    latencies: list[float] = []
+    verdicts = [0]
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def run(index: int) -> None:
+        conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=60)
+        local: list[float] = []
+        n = 0
+        i = index
+        step = threads
+        mine = bodies[index::step] if once else bodies
+        while time.time() < start_at:
+            time.sleep(0.001)
+        for j in range(len(mine) if once else 1 << 62):
+            body = mine[j] if once else mine[i % len(mine)]
+            i += 7
+            t0 = time.perf_counter()
+            conn.request("POST", "/validate", body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            data = response.read()
+            local.append(time.perf_counter() - t0)
+            if response.status != 200 or b'"systemError":""' not in data[-200:]:
+                with lock:
+                    errors.append(data[-200:].decode(errors="replace"))
+            else:
+                n += keys_per_body
+            if not once and time.time() >= stop_at:
+                break
+        conn.close()
+        with lock:
+            latencies.extend(local)
+            verdicts[0] += n
+
+    pool = [threading.Thread(target=run, args=(slot * threads + t,)) for t in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    out.put((verdicts[0], latencies, errors[:3]))
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    verdicts: int
+    seconds: float
+    latencies: list[float]
+    errors: list[str]
+
+    @property
+    def rate(self) -> float:
+        return self.verdicts / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def generate_load(
+    srv: Server,
+    bodies: Sequence[bytes],
+    *,
+    keys_per_body: int,
+    processes: int,
+    threads: int,
+    seconds: float,
+    once: bool = False,
+) -> Load:
+    """Send ``bodies`` from processes x threads persistent connections.
+
+    ``once``: every body is sent exactly once (split across all clients);
+    otherwise the clients cycle through them for ``seconds``.
+    """
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    start_at = time.time() + 1.0
+    stop_at = start_at + seconds
+    procs = []
+    for p in range(processes):
+        part = bodies[p::processes] if once else bodies
+        proc = ctx.Process(
+            target=_client_process,
+            args=(
+                (srv.host, srv.port, srv.tls),
+                part,
+                keys_per_body,
+                threads,
+                start_at,
+                stop_at,
+                once,
+                0,
+                queue,
+            ),
+        )
+        proc.start()
+        procs.append(proc)
+    results = [queue.get() for _ in procs]
+    elapsed = max(time.time() - start_at, 1e-9)
+    for proc in procs:
+        proc.join()
+    verdicts = sum(r[0] for r in results)
+    latencies = [x for r in results for x in r[1]]
+    errors = [e for r in results for e in r[2]]
+    return Load(verdicts, elapsed if once else seconds, latencies, errors)
+
+
+def batches(keys: Sequence[str], size: int) -> list[bytes]:
+    return [encode_request(keys[i : i + size]) for i in range(0, len(keys), size)]
+
+
+# -- the figures -----------------------------------------------------------------------------
+
+
+def report(name: str, value: str, target: str, ok: bool, note: str = "") -> None:
+    mark = "ok  " if ok else "MISS"
+    print(f"  [{mark}] {name:<44} {value:>16}   target {target}{('   ' + note) if note else ''}", flush=True)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cpus = os.cpu_count() or 1
+    parser = argparse.ArgumentParser(prog="bench_provider", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=cpus, help="gunicorn workers (default: CPUs)")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each timed phase")
+    parser.add_argument("--cold-keys", type=int, default=6_000, help="distinct signed Deployments for 'cold'")
+    parser.add_argument("--only", default="warm,cold,latency,memory")
+    args = parser.parse_args(argv)
+    phases = set(args.only.split(","))
+    print(
+        f"manifest-provider benchmarks: os.cpu_count()={cpus}, workers={args.workers}, threads={args.threads}"
+    )
+
+    key = PrivateKey.generate()
+    t0 = time.perf_counter()
+    cache_entries = CacheSettings().entries
+    need = max(WARM_KEYS, args.cold_keys if "cold" in phases else 0)
+    if "memory" in phases:
+        need = max(need, cache_entries)
+    keys = signed_keys(key, need)
+    size = statistics.mean(len(k) for k in keys[:200])
+    print(
+        f"  signed {len(keys)} Deployments in {time.perf_counter() - t0:.1f} s (keys of {size / 1024:.1f} KiB)"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="bench-provider-") as tmp:
+        srv = start_server(Path(tmp) / "main", key.public_pem(), workers=args.workers, threads=args.threads)
+        try:
+            clients = max(2, cpus)
+            if "cold" in phases:
+                cold = keys[: args.cold_keys]
+                load = generate_load(
+                    srv,
+                    batches(cold, BATCH),
+                    keys_per_body=BATCH,
+                    processes=clients,
+                    threads=2,
+                    seconds=0,
+                    once=True,
+                )
+                report(
+                    f"cold verdicts/s (batches of {BATCH}, {size / 1024:.1f} KiB)",
+                    f"{load.rate:,.0f}/s",
+                    ">= 1,000/s",
+                    load.rate >= 1_000 and not load.errors,
+                    f"{load.verdicts} keys in {load.seconds:.2f} s"
+                    + (f" errors {load.errors[:1]}" if load.errors else ""),
+                )
+            warm = keys[-WARM_KEYS:]
+            warm_bodies = batches(warm, BATCH)
+            # Warm every worker's cache: many connections, each sending every batch.
+            generate_load(srv, warm_bodies, keys_per_body=BATCH, processes=clients, threads=4, seconds=1.5)
+            if "warm" in phases:
+                load = generate_load(
+                    srv, warm_bodies, keys_per_body=BATCH, processes=clients, threads=4, seconds=args.seconds
+                )
+                report(
+                    f"warm verdicts/s (batches of {BATCH})",
+                    f"{load.rate:,.0f}/s",
+                    ">= 20,000/s",
+                    load.rate >= 20_000 and not load.errors,
+                    f"p50 {load.percentile(0.5) * 1000:.1f} ms per batch"
+                    + (f" errors {load.errors[:1]}" if load.errors else ""),
+                )
+            if "latency" in phases:
+                singles = [encode_request([k]) for k in warm]
+                per_proc = CONCURRENT_CLIENTS // clients
+                load = generate_load(
+                    srv, singles, keys_per_body=1, processes=clients, threads=per_proc, seconds=args.seconds
+                )
+                p99 = load.percentile(0.99) * 1000
+                report(
+                    f"p99 latency, {clients * per_proc} clients, 1 key (warm)",
+                    f"{p99:.1f} ms",
+                    "< 20 ms",
+                    p99 < 20 and not load.errors,
+                    f"p50 {load.percentile(0.5) * 1000:.1f} ms, {load.rate:,.0f} req/s",
+                )
+        finally:
+            srv.stop()
+
+        if "memory" in phases:
+            one = start_server(Path(tmp) / "memory", key.public_pem(), workers=1, threads=args.threads)
+            try:
+                (pid,) = one.worker_pids()
+                before = rss_mb(pid)
+                fill = keys[:cache_entries]
+                generate_load(
+                    one,
+                    batches(fill, BATCH),
+                    keys_per_body=BATCH,
+                    processes=clients,
+                    threads=2,
+                    seconds=0,
+                    once=True,
+                )
+                after = rss_mb(pid)
+                report(
+                    f"worker RSS, cache full ({cache_entries:,} verdicts)",
+                    f"{after:.0f} MB",
+                    "< 250 MB",
+                    after < 250,
+                    f"{before:.0f} MB before filling",
+                )
+            finally:
+                one.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
