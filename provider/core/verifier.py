@@ -40,6 +40,7 @@ from provider.errors import (
     LimitExceededError,
     ReferenceNotAllowedError,
     SignatureError,
+    SourceError,
     UntrustedSignerError,
 )
 
@@ -76,6 +77,11 @@ class _LockedCache:
     def __init__(self, maxsize: int) -> None:
         self._cache: LRUCache[Any, Any] = LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        with self._lock:
+            return len(self._cache)
 
     def get_or_compute(self, key: Any, compute: Callable[[], _T]) -> _T:
         with self._lock:
@@ -131,30 +137,49 @@ class Verifier:
 
         # (1) Find the bundle(s): a reference wins over embedded annotations,
         #     as in k8s-manifest-sigstore.
+        rules = self.rules + tuple(extra_rules)
         try:
             references = bundle_refs(annotations, domain=self.domain)
-            if references:
-                bundles = [self._resolve(r) for r in references]
-            else:
-                embedded = bundle_from_annotations(annotations, domain=self.domain, limits=self.limits)
-                if embedded is None:
-                    return Verdict(
-                        Reason.NO_SIGNATURE,
-                        f"{ref} has no {self.domain}/message or /resourceBundleRef annotation: "
-                        "sign it and apply the signed manifest",
-                        object=ref,
-                    )
-                bundles = [embedded]
-        except ReferenceNotAllowedError as exc:
-            return Verdict(Reason.REFERENCE_NOT_ALLOWED, exc.diagnostics(), object=ref)
-        except LimitExceededError as exc:
-            return Verdict(Reason.LIMIT_EXCEEDED, f"signature material: {exc.diagnostics()}", object=ref)
+            embedded = None if references else self._embedded(annotations)
         except FormatError as exc:
-            return Verdict(Reason.MALFORMED_SIGNATURE, f"signature material: {exc.diagnostics()}", object=ref)
+            return self._format_verdict(ref, exc, "signature material")
+        if embedded is not None:
+            return self._verify_bundle(obj, ref, embedded, rules, namespace)
+        if not references:
+            return Verdict(
+                Reason.NO_SIGNATURE,
+                f"{ref} has no {self.domain}/message or /resourceBundleRef annotation: "
+                "sign it and apply the signed manifest",
+                object=ref,
+            )
 
-        rules = self.rules + tuple(extra_rules)
-        verdicts = [self._verify_bundle(obj, ref, bundle, rules, namespace) for bundle in bundles]
+        # Several references: the object verifies if any bundle verifies it.
+        # A transient failure of one only matters when no other one verifies.
+        verdicts: list[Verdict] = []
+        unavailable: SourceError | None = None
+        for reference in references:
+            try:
+                bundle = self._resolve(reference)
+            except ReferenceNotAllowedError as exc:
+                verdicts.append(Verdict(Reason.REFERENCE_NOT_ALLOWED, exc.diagnostics(), object=ref))
+                continue
+            except FormatError as exc:
+                verdicts.append(self._format_verdict(ref, exc, f"bundle {reference[:200]}"))
+                continue
+            except SourceError as exc:
+                unavailable = unavailable or exc
+                continue
+            verdict = self._verify_bundle(obj, ref, bundle, rules, namespace)
+            if verdict.verified:
+                return verdict
+            verdicts.append(verdict)
+        if unavailable is not None:
+            raise unavailable
         return min(verdicts, key=_rank)
+
+    def cache_info(self) -> dict[str, int]:
+        """How many signature outcomes and parsed messages are cached."""
+        return {"signatures": self._signatures.size, "messages": self._manifests.size}
 
     # -- steps ------------------------------------------------------------
 
@@ -189,6 +214,14 @@ class Verifier:
                 # keep it visible so the format layer reports it as malformed.
                 annotations[key] = json.dumps(value)[:64]
         return ref, annotations
+
+    def _embedded(self, annotations: Mapping[str, str]) -> SignedBundle | None:
+        return bundle_from_annotations(annotations, domain=self.domain, limits=self.limits)
+
+    @staticmethod
+    def _format_verdict(ref: ObjectRef, exc: FormatError, what: str) -> Verdict:
+        reason = Reason.LIMIT_EXCEEDED if isinstance(exc, LimitExceededError) else Reason.MALFORMED_SIGNATURE
+        return Verdict(reason, f"{what}: {exc.diagnostics()}", object=ref)
 
     def _resolve(self, reference: str) -> SignedBundle:
         if self.resolver is None:
