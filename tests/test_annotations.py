@@ -224,3 +224,10 @@ def test_signature_annotation_names() -> None:
     assert signature_indexes(
         {f"{D}/signature": "", f"{D}/signature_3": "", f"{D}/signature_x": ""}, domain=D
     ) == [0, 3]
+
+
+def test_non_string_annotation_keys_are_ignored() -> None:
+    annotations: dict[object, object] = {1: "x", None: "y", f"{D}/message": encode_message(b"a: 1\n")}
+    annotations[f"{D}/signature"] = sig()
+    bundle = bundle_from_annotations(annotations, domain=D, limits=LIMITS)  # type: ignore[arg-type]
+    assert bundle is not None and [s.index for s in bundle.signature_sets] == [0]

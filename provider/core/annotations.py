@@ -62,7 +62,7 @@ def signature_indexes(annotations: Mapping[str, str], *, domain: str) -> list[in
     prefix = domain + "/"
     found: list[int] = []
     for key in annotations:
-        if not key.startswith(prefix):
+        if not isinstance(key, str) or not key.startswith(prefix):
             continue
         match = _INDEXED.fullmatch(key[len(prefix) :])
         if match is not None and match["base"] == SIGNATURE:
