@@ -54,6 +54,13 @@ def test_public_good_root_parses() -> None:
     assert root.tlogs_for(b"\x00" * 32) == ()
 
 
+def test_roots_compare_and_hash_by_content() -> None:
+    first, second = TrustedRoot.from_json(PGI.read_bytes()), TrustedRoot.from_json(PGI.read_bytes())
+    assert first == second
+    assert hash(first) == hash(second)
+    assert first != TrustedRoot.from_json(SigstoreKit.create().trusted_root_json())
+
+
 def test_private_instance_root_parses(kit: SigstoreKit) -> None:
     root = TrustedRoot.from_json(kit.trusted_root_json())
     (ca,) = root.certificate_authorities

@@ -22,7 +22,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,8 +78,10 @@ class VerificationKey:
     ``verify`` never raises for a bad signature; it returns False.
     """
 
-    key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+    # Key objects are not hashable; equality and hashing go by the DER bytes.
+    key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey = field(compare=False)
     key_details: str
+    der: bytes
 
     def verify(self, signature: bytes, data: bytes) -> bool:
         try:
@@ -438,7 +440,7 @@ class _Parser:
                     f"{path}.keyDetails", f"{details} does not match the {curve_tag} key in rawBytes"
                 )
                 return None
-        return VerificationKey(key=key, key_details=details)
+        return VerificationKey(key=key, key_details=details, der=der)
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
