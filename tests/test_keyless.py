@@ -695,6 +695,33 @@ def test_logged_entry_must_bind_this_signature(
     assert expected in str(info.value)
 
 
+def _rekord_with_content(material: KeylessMaterial, content: bytes, fmt: str = "x509") -> dict[str, Any]:
+    body = SigstoreKit.rekord_body(material.signature, material.certificate_pem, PAYLOAD)
+    body["spec"]["data"] = {"content": base64.b64encode(content).decode()}
+    body["spec"]["signature"]["format"] = fmt
+    return body
+
+
+def test_legacy_rekord_entry_with_content(kit: SigstoreKit, kit_root: TrustedRoot) -> None:
+    material = kit.sign(PAYLOAD, identity=ME)
+    good = replace(
+        material.signature_set(PAYLOAD),
+        rekor_bundle=_logged(kit, material, _rekord_with_content(material, PAYLOAD)),
+    )
+    assert verify_keyless(good, root=kit_root, identities=_me()).name == ME
+    other = replace(good, rekor_bundle=_logged(kit, material, _rekord_with_content(material, b"other")))
+    with pytest.raises(SignatureError, match="logged content differs from the payload"):
+        verify_keyless(other, root=kit_root, identities=_me())
+    pgp = replace(good, rekor_bundle=_logged(kit, material, _rekord_with_content(material, PAYLOAD, "pgp")))
+    with pytest.raises(SignatureError, match="rekord signature format 'pgp', expected x509"):
+        verify_keyless(pgp, root=kit_root, identities=_me())
+    body = _rekord_with_content(material, PAYLOAD)
+    body["spec"]["data"] = {}
+    empty = replace(good, rekor_bundle=_logged(kit, material, body))
+    with pytest.raises(FormatError, match=r"neither spec\.data\.hash nor spec\.data\.content"):
+        verify_keyless(empty, root=kit_root, identities=_me())
+
+
 def test_bare_public_key_entry_is_accepted(kit: SigstoreKit, kit_root: TrustedRoot) -> None:
     material = kit.sign(PAYLOAD, identity=ME)
     cert = x509.load_pem_x509_certificate(material.certificate_pem)
