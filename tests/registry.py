@@ -428,3 +428,22 @@ def running_registry(directory: Path, **options: Any) -> Iterator[RunningRegistr
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def registry_fixture(name: str, **options: Any) -> Any:
+    """A session-scoped pytest fixture named ``name`` running one registry; assign it to that name.
+
+    ``plain = registry_fixture("plain")`` or ``tls = registry_fixture("tls", tls=True)``. Each
+    xdist worker has its own session, so each runs its own registry.
+    """
+    import pytest
+
+    @pytest.fixture(scope="session", name=name)
+    def _fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+        reg = start_registry(tmp_path_factory.mktemp(f"registry-{name}"), **options)
+        try:
+            yield reg
+        finally:
+            reg.stop()
+
+    return _fixture

@@ -48,7 +48,7 @@ from provider.sources.oci import (
     simple_signing_payload,
 )
 from provider.sources.ocihttp import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, RegistryClient, Transport
-from tests.registry import RunningRegistry, have_registry, start_registry
+from tests.registry import RunningRegistry, have_registry, registry_fixture
 from tests.sigstorekit import SigstoreKit
 
 pytestmark = [
@@ -69,37 +69,11 @@ def signing_key() -> PrivateKey:
     return PrivateKey.generate()
 
 
-def _start(tmp_path_factory: pytest.TempPathFactory, name: str, **options: Any) -> Iterator[RunningRegistry]:
-    reg = start_registry(tmp_path_factory.mktemp(name), **options)
-    try:
-        yield reg
-    finally:
-        reg.stop()
-
-
-@pytest.fixture(scope="session")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    yield from _start(tmp_path_factory, "plain")
-
-
-@pytest.fixture(scope="session")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    yield from _start(tmp_path_factory, "tls", tls=True)
-
-
-@pytest.fixture(scope="session")
-def basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    yield from _start(tmp_path_factory, "basic", htpasswd={"alice": PASSWORD})
-
-
-@pytest.fixture(scope="session")
-def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    yield from _start(tmp_path_factory, "token", token=True)
-
-
-@pytest.fixture(scope="session")
-def token_with_users(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    yield from _start(tmp_path_factory, "tokenusers", token=True, token_users={"bob": PASSWORD})
+plain = registry_fixture("plain")
+tls = registry_fixture("tls", tls=True)
+basic = registry_fixture("basic", htpasswd={"alice": PASSWORD})
+token = registry_fixture("token", token=True)
+token_with_users = registry_fixture("token_with_users", token=True, token_users={"bob": PASSWORD})
 
 
 def settings_for(reg: RunningRegistry, **extra: Any) -> RegistrySettings:
@@ -278,6 +252,18 @@ def test_settings_list_every_problem(tmp_path: Path) -> None:
         assert any(fragment in p for p in problems), fragment
     with pytest.raises(ConfigError, match="must be a mapping"):
         RegistrySettings.from_mapping(["allow"], where="x.registries")
+
+
+def test_legacy_dockercfg_and_docker_hub_names() -> None:
+    legacy = {"https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:pw").decode(), "email": "x"}}
+    creds = credentials_from_dockerconfigjson(json.dumps(legacy).encode())
+    s = RegistrySettings().with_credentials(creds)
+    # docker.io references are served by registry-1.docker.io: both names find the credentials.
+    assert (
+        s.credentials_for("docker.io")
+        == s.credentials_for("registry-1.docker.io")
+        == Credentials("hub", "pw")
+    )
 
 
 def test_dockerconfigjson_credentials() -> None:

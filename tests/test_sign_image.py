@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from provider.sources.oci import (
     signature_tag,
 )
 from provider.sources.ocihttp import RegistryClient
-from tests.registry import RunningRegistry, have_registry, start_registry
+from tests.registry import RunningRegistry, have_registry, registry_fixture
 
 pytestmark = [
     pytest.mark.registry,
@@ -57,18 +56,8 @@ spec:
 """
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    reg = start_registry(tmp_path_factory.mktemp("signimage"))
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture(scope="module")
-def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    reg = start_registry(tmp_path_factory.mktemp("signimagebasic"), htpasswd={"ci": "push-pw"})
-    yield reg
-    reg.stop()
+registry = registry_fixture("registry")
+basic_registry = registry_fixture("basic_registry", htpasswd={"ci": "push-pw"})
 
 
 @pytest.fixture(scope="module")

@@ -317,9 +317,18 @@ class OciBundleResolver:
         return self._flight.do(str(ref), lambda: self._resolve(ref))
 
     def _resolve(self, ref: Reference) -> SignedBundle:
+        started = time.monotonic()
         digest = self._digest_of(ref)  # (2)
         image = self._image(ref, digest)  # (3) (4)
         sets = self._signatures(ref, digest)  # (5)
+        log.debug(
+            "resolved bundle %s to %s: %d message bytes, %d signature set(s) in %.1f ms",
+            ref,
+            digest,
+            len(image.message),
+            len(sets),
+            (time.monotonic() - started) * 1000,
+        )
         return SignedBundle(
             source=BundleSource.OCI,
             reference=str(ref),
@@ -384,6 +393,7 @@ class OciBundleResolver:
         )
         image = _Image(message)
         self._content.put(key, image, len(message) + len(data))
+        log.info("pulled bundle image %s@%s (%d message bytes)", ref.name, digest, len(message))
         return image
 
     # (5)

@@ -155,11 +155,12 @@ class RegistrySettings:
         return any(entry.rsplit(":", 1)[0] == h for entry in listed)
 
     def credentials_for(self, registry: str) -> Credentials | None:
-        return self.credentials.get(registry.lower())
+        """Credentials for a registry, by reference name or API host (Docker Hub has two names)."""
+        return self.credentials.get(_registry_key(registry))
 
     def with_credentials(self, extra: Mapping[str, Credentials]) -> RegistrySettings:
         """A copy with ``extra`` credentials added (configured ones win)."""
-        merged = {k.lower(): v for k, v in extra.items()}
+        merged = {_registry_key(k): v for k, v in extra.items()}
         merged.update(self.credentials)
         return _replace(self, credentials=merged)
 
@@ -323,7 +324,7 @@ def _credentials(value: Any, where: str, problems: list[str]) -> dict[str, Crede
             if not password:
                 problems.append(f"{here}.passwordFile: {path} is empty")
                 continue
-        key = registry.lower()
+        key = _registry_key(registry)
         if key in out:
             problems.append(f"{here}: registry {key} has credentials already")
             continue
@@ -345,7 +346,8 @@ def _registry_key(server: str) -> str:
 def credentials_from_dockerconfigjson(data: bytes) -> dict[str, Credentials]:
     """Credentials from a ``.dockerconfigjson`` (or ``~/.docker/config.json``) document.
 
-    Reads ``auths``: each entry's ``auth`` (base64 ``user:password``) or its
+    Reads ``auths`` (or the whole document in the legacy ``.dockercfg``
+    form): each entry's ``auth`` (base64 ``user:password``) or its
     ``username``/``password``. Keys are normalised to ``host[:port]``. Entries
     without usable credentials (identity tokens, credential helpers) are
     skipped. Raises :class:`FormatError` for a document that is not JSON of
@@ -357,7 +359,8 @@ def credentials_from_dockerconfigjson(data: bytes) -> dict[str, Credentials]:
         raise FormatError("docker config is not valid JSON") from exc
     if not isinstance(doc, dict):
         raise FormatError("docker config must be a JSON object")
-    auths = doc.get("auths", {})
+    # The legacy ``.dockercfg`` form is the ``auths`` mapping itself.
+    auths = doc.get("auths", {}) if "auths" in doc or "credHelpers" in doc or "credsStore" in doc else doc
     if not isinstance(auths, dict):
         raise FormatError("docker config 'auths' must be an object")
     out: dict[str, Credentials] = {}
