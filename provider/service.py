@@ -33,7 +33,7 @@ from provider import wire
 from provider.config import Settings
 from provider.core.ignore import IgnoreRule
 from provider.core.verdict import Verdict
-from provider.errors import DeadlineExceededError, InputError, SourceError
+from provider.errors import DeadlineExceededError, FormatError, InputError, SourceError
 from provider.logs import FIELDS
 from provider.metrics import Metrics
 
@@ -277,6 +277,10 @@ class ProviderService:
             )
         except (SourceError, InputError):
             raise
+        except FormatError as exc:
+            # Content of the object itself that the verifier could not take:
+            # deterministic, so an item error rather than a systemError.
+            raise InputError(f"object cannot be checked: {exc.diagnostics()}") from exc
         except Exception as exc:
             logger.exception(
                 "verification failed unexpectedly", extra={FIELDS: {"key_sha256": p.digest.hex()}}

@@ -25,7 +25,7 @@ from provider.core.annotations import DEFAULT_DOMAIN, bundle_from_annotations
 from provider.core.bundle import BundleResolver, SignedBundle
 from provider.core.limits import Limits
 from provider.core.signing import sign_documents
-from provider.errors import DeadlineExceededError, SourceError
+from provider.errors import DeadlineExceededError, FormatError, SourceError
 from provider.logs import JsonFormatter
 from provider.metrics import Metrics
 from provider.service import ProviderService, VerdictCache
@@ -406,3 +406,19 @@ def _digest(key: str) -> bytes:
     import hashlib
 
     return hashlib.sha256(key.encode()).digest()
+
+
+def test_content_the_verifier_cannot_take_is_an_item_error(good: dict[str, Any]) -> None:
+    """A stand-in verifier: the real one raises FormatError only for rare content, so the seam is driven directly."""
+
+    class Picky:
+        def verify(self, obj: Any, *, extra_rules: Any = (), namespace: str | None = None) -> Any:
+            raise FormatError("value at data.x cannot be compared")
+
+    svc = ProviderService(settings_with("alice"), Picky(), metrics=Metrics())
+    answer = svc.answer([key_of(good)])
+    assert answer.system_error == ""
+    item = items_of(answer)[0]
+    assert item["value"] is None
+    assert item["error"] == "object cannot be checked: value at data.x cannot be compared"
+    assert len(svc.cache) == 0
