@@ -13,6 +13,7 @@ import copy
 import gzip
 import json
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -170,6 +171,26 @@ def test_fixture_wrong_identity_is_untrusted(
     message = str(info.value)
     assert "certificate identity 'hkitahar@redhat.com'" in message
     assert "issuer 'https://accounts.google.com'" in message
+
+
+def test_verification_never_touches_the_network(
+    fixture_sets: tuple[SignatureSet, SignatureSet],
+    pgi: TrustedRoot,
+    both_signers: tuple[KeylessIdentity, ...],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any attempt to resolve a name or open a socket fails the test."""
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("keyless verification tried to use the network")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    assert [verify_keyless(s, root=pgi, identities=both_signers).name for s in fixture_sets] == [
+        SIGNER_0[0],
+        SIGNER_1[0],
+    ]
 
 
 def test_empty_identity_list_denies(
@@ -1102,6 +1123,7 @@ def test_identity_is_frozen_and_hashable() -> None:
         ((None, "(", GOOGLE, None), "--certificate-identity-regexp: invalid regular expression"),
         (("a", None, None, "["), "--certificate-oidc-issuer-regexp: invalid regular expression"),
         (("", None, GOOGLE, None), "--certificate-identity must not be empty"),
+        ((None, "", GOOGLE, None), "--certificate-identity-regexp: empty regular expression"),
     ],
 )
 def test_identity_from_cli_rejects(args: tuple[str | None, ...], expected: str) -> None:
