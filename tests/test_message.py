@@ -280,3 +280,36 @@ def test_many_empty_gzip_members_rejected_quickly() -> None:
         decode_message(text, limits=LIMITS)
     assert time.perf_counter() - start < 1.0
     assert decode_message(base64.b64encode(member * 16).decode(), limits=LIMITS) == b""
+
+
+def _raw_tar(info: tarfile.TarInfo, content: bytes) -> bytes:
+    """A hand-made tar.gz whose header may lie about its member (tarfile would refuse to write it)."""
+    header = info.tobuf(format=tarfile.GNU_FORMAT)
+    padding = bytes(-len(content) % 512)
+    return gzip.compress(header + content + padding + bytes(1024))
+
+
+def test_tarball_header_claiming_huge_member_rejected() -> None:
+    info = tarfile.TarInfo("/tmp/big.yaml")
+    info.size = 10 * 1024**3
+    with pytest.raises(LimitExceededError, match=r"big\.yaml"):
+        manifests_from_message(_raw_tar(info, b"a: 1\n"), limits=LIMITS)
+
+
+def test_tarball_sparse_member_rejected() -> None:
+    info = tarfile.TarInfo("/tmp/sparse.yaml")
+    info.size = 5
+    info.type = tarfile.GNUTYPE_SPARSE
+    with pytest.raises(FormatError, match="sparse"):
+        manifests_from_message(_raw_tar(info, b"a: 1\n"), limits=LIMITS)
+
+
+def test_decode_message_never_parses_yaml() -> None:
+    """Bytes first: an alias bomb or invalid YAML decodes to bytes; only parsing rejects it."""
+    bomb = b"a: &a [x, x, x, x, x, x, x, x, x]\n" + b"".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n".encode() for i in range(8)
+    )
+    for raw in (bomb, b"a: [unclosed\n", b"\xff\xfe not text"):
+        assert decode_message(encode_message(raw), limits=LIMITS) == raw
+    with pytest.raises(LimitExceededError):
+        manifests_from_message(bomb, limits=LIMITS)
