@@ -968,6 +968,14 @@ MALFORMED: list[tuple[str, Callable[[SignatureSet], SignatureSet], type[Exceptio
         FormatError,
         "logID must be hex",
     ),
+    (
+        "body with a lone surrogate",
+        lambda s: replace(
+            s, rekor_bundle=(s.rekor_bundle or b"").replace(b'"body": "', b'"body": "\\ud800', 1)
+        ),
+        FormatError,
+        "Payload.body must be a base64 string",
+    ),
 ]
 
 

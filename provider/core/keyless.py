@@ -423,7 +423,8 @@ def parse_rekor_bundle(data: bytes) -> RekorEntry:
     integrated_time = payload.get("integratedTime")
     log_index = payload.get("logIndex")
     log_id = payload.get("logID")
-    if not isinstance(body, str) or not body:
+    # ASCII only: JSON escapes could smuggle in text (lone surrogates) that has no UTF-8 form to sign.
+    if not isinstance(body, str) or not body or not body.isascii():
         raise FormatError(f"Rekor bundle: Payload.body must be a base64 string, got {_type(body)}")
     for name, number in (("integratedTime", integrated_time), ("logIndex", log_index)):
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
