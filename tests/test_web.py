@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,16 @@ from provider.sources.oci import push_signed_bundle
 from provider.web import EXTENSION
 from tests.keyutil import keypair
 from tests.registry import have_registry, start_registry
-from tests.test_service import configmap, key_of, settings_with, signed, tampered
+from tests.test_service import (
+    BlockingResolver,
+    bundle_of,
+    configmap,
+    key_of,
+    referenced,
+    settings_with,
+    signed,
+    tampered,
+)
 
 MiB = 1024 * 1024
 
@@ -394,3 +404,21 @@ def test_referenced_bundle_from_a_real_registry_then_registry_down(
     assert doc["response"]["items"] == []
     assert doc["response"]["systemError"].startswith("could not check a key: ")
     assert host in doc["response"]["systemError"]
+
+
+def test_deadline_over_http_is_an_answer_not_a_dropped_connection(good: dict[str, Any]) -> None:
+    settings = settings_with(
+        "alice", config={"server": {"providerTimeoutSeconds": 1, "deadlineMilliseconds": 250}}
+    )
+    resolver = BlockingResolver(bundle_of(good))
+    app = create_app(settings, watch=False, resolver_factory=lambda s: resolver)
+    server = Server(app)
+    try:
+        started = time.monotonic()
+        status, doc = server.post(wire.encode_request([key_of(referenced(good)), key_of(good)]))
+        assert time.monotonic() - started < 1.0
+        assert status == 200
+        assert "250 ms deadline" in system_error(doc)
+    finally:
+        resolver.release.set()
+        server.close()
