@@ -145,18 +145,25 @@ def build_verifier(args: argparse.Namespace) -> Verifier:
     keys = parse_key_args(args.key)
     root, identities = keyless_from_args(args)
     if args.config:
-        from provider.config import build_verifier as verifier_from_settings
         from provider.config import load_settings
+        from provider.sources.cluster import load_secret_key
+        from provider.sources.resolver import resolver_from_settings
 
-        settings = load_settings(args.config)
-        base = verifier_from_settings(settings)
-        trust = TrustPolicy(
-            keys=base.trust.keys + keys,
-            identities=base.trust.identities + identities,
-            trusted_root=root or base.trust.trusted_root,
-        )
+        settings = load_settings(args.config, secret_loader=load_secret_key)
+        trust = settings.trust
+        clash = sorted({k.name for k in keys} & {k.name for k in trust.keys})
+        if clash:
+            raise ConfigError([f"-k {n}: the configuration already has a key named {n!r}" for n in clash])
         return Verifier(
-            trust, rules=base.rules, limits=base.limits, domain=base.domain, resolver=base.resolver
+            TrustPolicy(
+                keys=trust.keys + keys,
+                identities=trust.identities + identities,
+                trusted_root=root or trust.trusted_root,
+            ),
+            rules=settings.rules,
+            limits=settings.limits,
+            domain=settings.annotation_domain,
+            resolver=resolver_from_settings(settings),
         )
     if not keys and not identities:
         raise ConfigError(["no trust given: pass -k KEY, --config FILE, or --trusted-root with an identity"])
