@@ -151,6 +151,8 @@ class Match:
     scope: str = "*"
     name: str = ""
     label_selector: Mapping[str, Any] = field(default_factory=dict)
+    # Criteria that need the cluster (Namespace objects) and are treated as matching.
+    unevaluated: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, data: Any) -> Match:
@@ -169,6 +171,7 @@ class Match:
             scope=str(data.get("scope") or "*"),
             name=str(data.get("name") or ""),
             label_selector=dict(data.get("labelSelector") or {}),
+            unevaluated=tuple(k for k in ("namespaceSelector",) if data.get(k)),
         )
 
     def matches(self, obj: Mapping[str, Any], namespace: str) -> bool:

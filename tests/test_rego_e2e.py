@@ -564,3 +564,28 @@ def test_cli_rejects_a_constraint_of_another_kind(tmp_path: Path, capsys: pytest
     ]
     assert main(args) == 2
     assert "not of kind K8sSignedManifests" in capsys.readouterr().err
+
+
+def test_cli_says_which_match_criteria_it_cannot_evaluate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = SAMPLES / "deny-unsigned"
+    doc = yaml.safe_load((case / "constraint.yaml").read_text())
+    doc["spec"]["match"]["namespaceSelector"] = {"matchLabels": {"enforce": "true"}}
+    selected = tmp_path / "selected.yaml"
+    selected.write_text(yaml.safe_dump(doc))
+    args = [
+        "policy",
+        "test",
+        "--template",
+        str(TEMPLATE_DIR / "template.yaml"),
+        "--constraint",
+        str(selected),
+        "-f",
+        str(case / "example_disallowed.yaml"),
+        "--key",
+        f"release={SAMPLES / 'keys' / 'release.pub'}",
+    ]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "spec.match.namespaceSelector needs the cluster; treated as matching" in err

@@ -111,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"constraint(s) {', '.join(strays)} are not of kind {template.kind}", EXIT_USAGE)
     if not objects:
         return fail("no Kubernetes objects found in the input", EXIT_USAGE)
+    for c in constraints:
+        for criterion in c.match.unevaluated:
+            sys.stderr.write(
+                f"manifest-provider: note: constraint {c.name}: spec.match.{criterion} needs the cluster; "
+                "treated as matching\n"
+            )
     user = UserInfo(args.user, tuple(args.group or ("system:authenticated",)))
     results: list[tuple[dict[str, Any], list[Violation]]] = []
     for obj in objects:
