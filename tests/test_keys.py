@@ -47,8 +47,8 @@ def test_base64_of_pem_file_accepted(key_a_pub: bytes) -> None:
     ("curve", "good_hash", "bad_hash", "algorithm"),
     [
         (ec.SECP256R1(), hashes.SHA256(), hashes.SHA384(), ALGORITHM_ECDSA_P256),
-        (ec.SECP384R1(), hashes.SHA384(), hashes.SHA256(), ALGORITHM_ECDSA_P384),
-        (ec.SECP521R1(), hashes.SHA512(), hashes.SHA256(), ALGORITHM_ECDSA_P521),
+        (ec.SECP384R1(), hashes.SHA384(), hashes.SHA512(), ALGORITHM_ECDSA_P384),
+        (ec.SECP521R1(), hashes.SHA512(), hashes.SHA384(), ALGORITHM_ECDSA_P521),
     ],
 )
 def test_ecdsa_hash_per_curve(
@@ -60,6 +60,21 @@ def test_ecdsa_hash_per_curve(
     assert key.verify(private.sign(DATA, ec.ECDSA(good_hash)), DATA)
     assert not key.verify(private.sign(DATA, ec.ECDSA(bad_hash)), DATA)
     assert not key.verify(private.sign(DATA, ec.ECDSA(good_hash)), DATA + b" ")
+
+
+@pytest.mark.parametrize("curve", [ec.SECP384R1(), ec.SECP521R1()])
+def test_older_cosign_sha256_on_larger_curves_accepted(curve: ec.EllipticCurve) -> None:
+    private = ec.generate_private_key(curve)
+    key = load_public_key(spki_pem(private), name="ec")
+    assert key.verify(private.sign(DATA, ec.ECDSA(hashes.SHA256())), DATA)
+    assert not key.verify(private.sign(DATA, ec.ECDSA(hashes.SHA256())), DATA + b"x")
+
+
+def test_p256_accepts_only_sha256() -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    key = load_public_key(spki_pem(private), name="ec")
+    for other in (hashes.SHA384(), hashes.SHA512(), hashes.SHA224()):
+        assert not key.verify(private.sign(DATA, ec.ECDSA(other)), DATA)
 
 
 def test_rsa_pkcs1v15_sha256() -> None:

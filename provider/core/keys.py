@@ -5,15 +5,20 @@ holding base64 of such a PEM):
 
 =================  =====================================================
 ECDSA P-256        DER signature, SHA-256
-ECDSA P-384        DER signature, SHA-384
-ECDSA P-521        DER signature, SHA-512
+ECDSA P-384        DER signature, SHA-384 (or SHA-256, see below)
+ECDSA P-521        DER signature, SHA-512 (or SHA-256, see below)
 RSA (>= 2048 bit)  PKCS#1 v1.5, SHA-256
 Ed25519            pure Ed25519 over the message
 =================  =====================================================
 
-These are the default algorithms cosign (sigstore-go's algorithm registry)
-pairs with each key type. A key's ``fingerprint`` is the hex SHA-256 of its DER
-SubjectPublicKeyInfo, which names keys in verdicts and logs.
+These are the defaults of current cosign (sigstore's algorithm registry).
+cosign releases before that registry, and the cosign that k8s-manifest-sigstore
+builds on, hash with SHA-256 for every ECDSA curve, so a P-384 or P-521
+signature is also accepted over SHA-256. (Both hashes are collision resistant,
+so accepting either adds no forgery path.) Ed25519ph, which the newest cosign
+uses for ``sign-blob`` with Ed25519 keys, is not supported. A key's
+``fingerprint`` is the hex SHA-256 of its DER SubjectPublicKeyInfo, which
+names keys in verdicts and logs.
 """
 
 from __future__ import annotations
@@ -65,7 +70,13 @@ class PublicKey:
         try:
             if isinstance(self.key, ec.EllipticCurvePublicKey):
                 _, hash_cls = _EC_HASHES[self.key.curve.name]
-                self.key.verify(signature, data, ec.ECDSA(hash_cls()))
+                try:
+                    self.key.verify(signature, data, ec.ECDSA(hash_cls()))
+                except InvalidSignature:
+                    if hash_cls is hashes.SHA256:
+                        raise
+                    # Older cosign: SHA-256 whatever the curve.
+                    self.key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
             elif isinstance(self.key, rsa.RSAPublicKey):
                 self.key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
             else:
