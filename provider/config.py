@@ -433,7 +433,9 @@ class _Parser:
             return text, self.secret_loader(text)
         except ManifestProviderError as exc:
             self.problem(f"{where}: cannot load {text}: {exc.diagnostics()}")
-            return None
+        except Exception as exc:  # a loader's own failure must not hide the other problems
+            self.problem(f"{where}: cannot load {text}: {type(exc).__name__}")
+        return None
 
     def keyless(self, value: Any) -> tuple[TrustedRoot | None, str | None, tuple[KeylessIdentity, ...]]:
         if value is None:

@@ -267,6 +267,13 @@ def test_secret_keys_need_a_loader_and_loader_failures_are_problems(tmp_path: Pa
         load_settings(config, secret_loader=broken)
     assert "cannot load k8s://ns/key: API server unreachable" in problems_of(exc)
 
+    def buggy(ref: str) -> bytes:
+        raise RuntimeError("token=abc")
+
+    with pytest.raises(ConfigError) as exc:
+        load_settings(config, secret_loader=buggy)
+    assert problems_of(exc).endswith("cannot load k8s://ns/key: RuntimeError")
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),
