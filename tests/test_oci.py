@@ -289,6 +289,21 @@ def test_dockerconfigjson_credentials() -> None:
     assert "nocolon-secret" not in str(info.value) and secret not in str(info.value)
 
 
+def test_relative_paths_resolve_against_base_dir(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("pw-from-file")
+    (tmp_path / "ca.pem").write_text("x")
+    data = {
+        "caFile": "ca.pem",
+        "credentials": [{"registry": "r.example.com", "username": "u", "passwordFile": "pw"}],
+    }
+    s = RegistrySettings.from_mapping(data, base_dir=tmp_path)
+    assert s.ca_file == str(tmp_path / "ca.pem")
+    assert s.credentials_for("r.example.com") == Credentials("u", "pw-from-file")
+    with pytest.raises(TypeError):
+        s.credentials["other"] = Credentials("x", "y")  # type: ignore[index]
+    hash(s)
+
+
 def test_with_credentials_merges_and_configured_win() -> None:
     s = RegistrySettings(credentials={"a.example.com": Credentials("cfg", "1")})
     merged = s.with_credentials(
@@ -767,6 +782,10 @@ def test_manifest_not_matching_pin_is_refused(fake: FakeRegistry) -> None:
         OciBundleResolver(fake.settings()).resolve(f"{fake.host}/app@{pin}")
 
 
+BAD_HEX = "sha256:-" + "a" * 63  # int(..., 16) would take it
+UPPER_HEX = "sha256:" + "A" * 64
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -786,6 +805,15 @@ def test_manifest_not_matching_pin_is_refused(fake: FakeRegistry) -> None:
         json.dumps(
             {"schemaVersion": 2, "layers": [{"mediaType": "t", "size": True, "digest": sha(b"")}]}
         ).encode(),
+        json.dumps(
+            {"schemaVersion": 2, "layers": [{"mediaType": "t", "size": 0, "digest": BAD_HEX}]}
+        ).encode(),
+        json.dumps(
+            {"schemaVersion": 2, "layers": [{"mediaType": "t", "size": 0, "digest": UPPER_HEX}]}
+        ).encode(),
+        b'{"schemaVersion": 2, "layers": [], "layers": [{"mediaType": "t", "size": 0, "digest": "'
+        + sha(b"").encode()
+        + b'"}]}',
     ],
 )
 def test_malformed_manifests(fake: FakeRegistry, body: bytes) -> None:

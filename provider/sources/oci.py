@@ -31,6 +31,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -83,6 +84,7 @@ ANNOTATION_BUNDLE = "dev.sigstore.cosign/bundle"
 SIMPLE_SIGNING_TYPE = "cosign container image signature"
 # A simple-signing payload is a few hundred bytes; anything near this is hostile.
 MAX_PAYLOAD_BYTES = 64 * KiB
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _IMAGE_MANIFESTS = frozenset({MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST})
 _INDEXES = frozenset({MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST})
 
@@ -195,9 +197,25 @@ class _Descriptor:
     annotations: dict[str, str]
 
 
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two parsers may pick different duplicates; a signed document must mean one thing.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(key)
+        out[key] = value
+    return out
+
+
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, object_pairs_hook=_no_duplicates)
+    except _DuplicateKeyError as exc:
+        raise FormatError(f"{what} repeats the key {str(exc)[:60]!r}") from exc
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise FormatError(f"{what} is not valid JSON") from exc
     if not isinstance(doc, dict):
@@ -211,14 +229,8 @@ def _descriptor(value: Any, what: str, *, max_annotation_bytes: int) -> _Descrip
     media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
     if not isinstance(media_type, str) or not media_type:
         raise FormatError(f"{what}.mediaType must be a non-empty string")
-    if not isinstance(digest, str) or not digest.startswith("sha256:") or len(digest) != 71:
-        raise FormatError(f"{what}.digest must be sha256:<64 hex>, got {str(digest)[:80]!r}")
-    try:
-        int(digest[7:], 16)
-    except ValueError as exc:
-        raise FormatError(f"{what}.digest must be sha256:<64 hex>") from exc
-    if digest != digest.lower():
-        raise FormatError(f"{what}.digest must be lower-case hex")
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise FormatError(f"{what}.digest must be sha256:<64 lower-case hex>, got {str(digest)[:80]!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise FormatError(f"{what}.size must be a non-negative integer, got {size!r}")
     raw_annotations = value.get("annotations") or {}

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import math
 import os
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,7 @@ class RegistrySettings:
     insecure: frozenset[str] = frozenset()
     allow_private_networks: bool = False
     ca_file: str | None = None
-    credentials: Mapping[str, Credentials] = field(default_factory=dict, repr=False)
+    credentials: Mapping[str, Credentials] = field(default_factory=dict, repr=False, hash=False)
     tag_cache_ttl_seconds: float = 30.0
     content_cache_entries: int = 256
     content_cache_bytes: int = 64 * MiB
@@ -126,6 +127,10 @@ class RegistrySettings:
     read_timeout_seconds: float = 10.0
     max_manifest_bytes: int = 1 * MiB
     max_layer_bytes: int = 8 * MiB
+
+    def __post_init__(self) -> None:
+        # Frozen means frozen: callers cannot add credentials behind the settings' back.
+        object.__setattr__(self, "credentials", types.MappingProxyType(dict(self.credentials)))
 
     # -- policy ------------------------------------------------------------------------------
 
@@ -191,8 +196,14 @@ class RegistrySettings:
         )
 
     @classmethod
-    def from_mapping(cls, data: Any, *, where: str = "registries") -> RegistrySettings:
-        """Validate a configuration section; every problem is listed at once (ConfigError)."""
+    def from_mapping(
+        cls, data: Any, *, where: str = "registries", base_dir: Path | None = None
+    ) -> RegistrySettings:
+        """Validate a configuration section; every problem is listed at once (ConfigError).
+
+        Relative ``caFile`` and ``passwordFile`` paths are resolved against
+        ``base_dir`` (the configuration file's directory) when given.
+        """
         if data is None:
             return cls()
         if not isinstance(data, Mapping):
@@ -225,9 +236,11 @@ class RegistrySettings:
             if not isinstance(ca_file, str) or not ca_file:
                 problems.append(f"{where}.caFile must be a path string, got {ca_file!r}")
                 ca_file = None
-            elif not Path(ca_file).is_file():
-                problems.append(f"{where}.caFile: {ca_file} is not a readable file")
-        credentials = _credentials(data.get("credentials"), f"{where}.credentials", problems)
+            else:
+                ca_file = str(_path(ca_file, base_dir))
+                if not Path(ca_file).is_file():
+                    problems.append(f"{where}.caFile: {ca_file} is not a readable file")
+        credentials = _credentials(data.get("credentials"), f"{where}.credentials", problems, base_dir)
         defaults = cls()
         numbers: dict[str, Any] = {}
         for key, attr, kind in (
@@ -284,7 +297,14 @@ def _number_problem(value: Any, kind: str) -> str | None:
     return None if value > 0 else "must be more than zero"
 
 
-def _credentials(value: Any, where: str, problems: list[str]) -> dict[str, Credentials]:
+def _path(text: str, base_dir: Path | None) -> Path:
+    path = Path(text)
+    return base_dir / path if base_dir is not None and not path.is_absolute() else path
+
+
+def _credentials(
+    value: Any, where: str, problems: list[str], base_dir: Path | None
+) -> dict[str, Credentials]:
     out: dict[str, Credentials] = {}
     for i, item in enumerate(_list(value, where, problems)):
         here = f"{where}[{i}]"
@@ -317,7 +337,7 @@ def _credentials(value: Any, where: str, problems: list[str]) -> dict[str, Crede
                 problems.append(f"{here}.passwordFile must be a path string")
                 continue
             try:
-                password = Path(path).read_text().strip("\r\n")
+                password = _path(path, base_dir).read_text().strip("\r\n")
             except (OSError, UnicodeDecodeError) as exc:
                 problems.append(f"{here}.passwordFile: cannot read {path}: {exc.__class__.__name__}")
                 continue
