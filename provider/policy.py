@@ -288,8 +288,9 @@ def admission_review(
 ) -> dict[str, Any]:
     """``input.review`` as the webhook builds it from an AdmissionRequest.
 
-    For DELETE the API server sends the object as ``oldObject`` and no
-    ``object``; for UPDATE both.
+    For DELETE the API server sends the object as ``oldObject`` only and
+    Gatekeeper copies it into ``object`` so policies can see what is deleted;
+    for UPDATE both are sent.
     """
     group, version, kind = _group_kind(obj)
     name = _nested(obj, ("metadata", "name"))
@@ -306,7 +307,7 @@ def admission_review(
         "dryRun": dry_run,
     }
     if operation is Operation.DELETE:
-        review["object"] = None
+        review["object"] = dict(obj)
         review["oldObject"] = dict(obj)
     else:
         review["object"] = dict(obj)
@@ -408,7 +409,9 @@ class ExternalData:
         keys = request.get("keys")
         if not isinstance(provider, str) or not isinstance(keys, list):
             return _transport_failure(500, "external_data expects {provider: string, keys: [...]}")
-        keys = [k if isinstance(k, str) else json.dumps(k, sort_keys=True) for k in keys]
+        if not all(isinstance(k, str) for k in keys):
+            # Gatekeeper cannot decode the request: the call fails, as when the provider is down.
+            return _transport_failure(500, "external_data keys must be strings")
         with self._lock:
             self.calls.append((provider, tuple(keys)))
         transport = self._providers.get(provider, self._default)

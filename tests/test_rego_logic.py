@@ -652,3 +652,45 @@ def test_engines_agree_on_the_same_inputs() -> None:
         }
         assert len({json.dumps(r) for r in results.values()}) == 1, results
         assert results["opa-v1"], params
+
+
+ODD = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "odd", "namespace": "team-a", "labels": {"b": "2", "a": "1"}},
+    "data": {"unicode": "café ☕", "quote": 'say "hi"\n', "z": "last", "a": "first"},
+    "binaryData": {},
+    "immutable": False,
+}
+
+
+def _keys_per_engine(obj: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for name in ENGINES:
+        _, fake = Harness(name).run(items_for(verdict()), review=admission_review(obj))
+        out[name] = fake.keys[0][0]
+    return out
+
+
+def test_engines_build_byte_identical_keys() -> None:
+    keys = _keys_per_engine(ODD)
+    assert len(set(keys.values())) == 1, keys
+    (key,) = set(keys.values())
+    assert json.loads(key) == {"object": ODD, "namespace": "team-a"}
+
+
+def test_opa_escapes_html_characters_in_keys_and_regorus_does_not() -> None:
+    """Documented in docs/policy.md: the key text differs, the envelope it encodes does not."""
+    obj = copy.deepcopy(ODD)
+    obj["data"] = {"html": "<b>&</b>"}
+    keys = _keys_per_engine(obj)
+    assert "\\u003cb\\u003e\\u0026" in keys["opa-v1"]
+    assert "<b>&</b>" in keys["regorus-v1"]
+    assert len({json.dumps(json.loads(k), sort_keys=True) for k in keys.values()}) == 1
+
+
+def test_non_string_keys_fail_like_a_transport_error() -> None:
+    data = ExternalData(default=HandlerTransport(FakeProvider(items_for(verdict())).handle))
+    answer = data({"provider": "manifest-provider", "keys": [{"object": {}}]})
+    assert answer["responses"] is None and answer["errors"] is None
+    assert answer["status_code"] == 500 and answer["system_error"]
