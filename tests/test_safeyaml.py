@@ -159,3 +159,23 @@ def test_alias_to_scalar_counts_each_use() -> None:
     assert load_documents(data, limits=Limits(max_yaml_nodes=40))
     with pytest.raises(LimitExceededError):
         load_documents(data, limits=Limits(max_yaml_nodes=30))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a: 1\na: 2\n",
+        b"metadata:\n  name: x\n  name: y\n",
+        b"{k: 1, k: 1}\n",
+        b"? [complex]\n: 1\nsame: 1\nsame: 2\n",
+    ],
+)
+def test_duplicate_keys_rejected(data: bytes) -> None:
+    with pytest.raises(FormatError, match="duplicate key"):
+        load_documents(data, limits=LIMITS)
+
+
+def test_keys_of_different_types_and_merge_keys_are_not_duplicates() -> None:
+    data = b"base: &b {x: 1}\nm:\n  <<: *b\n  <<: {y: 2}\n'1': str\n1: int\n"
+    (doc,) = load_documents(data, limits=LIMITS)
+    assert doc["1"] == "str" and doc[1] == "int"

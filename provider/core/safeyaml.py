@@ -11,6 +11,7 @@ still be careless or hostile, so every parse is bounded:
   a billion-laughs document costs as many steps as it has distinct nodes;
 * ``limits.max_depth`` nesting levels (libyaml itself stops at 1000, which
   keeps its C recursion safe; the construction below is Python and recursive);
+* no duplicate keys in a mapping (parsers disagree on which value wins);
 * only the JSON-like core tags (``!!map``, ``!!seq``, ``!!str``, ``!!int``,
   ``!!float``, ``!!bool``, ``!!null``, ``!!timestamp``, ``!!binary``,
   ``!!merge``). Timestamps and binary scalars stay strings, as in the
@@ -65,6 +66,7 @@ def _check_node_graph(root: yaml.Node, *, budget: int, limits: Limits) -> int:
     scalar_type = yaml.ScalarNode
     mapping_type = yaml.MappingNode
     max_depth = limits.max_depth
+    merge_tag = _CORE + "merge"
 
     def too_many() -> LimitExceededError:
         return LimitExceededError(
@@ -87,9 +89,18 @@ def _check_node_graph(root: yaml.Node, *, budget: int, limits: Limits) -> int:
             raise bad_tag(node)
         active.add(key)
         total = 1
-        children = (
-            [part for pair in node.value for part in pair] if isinstance(node, mapping_type) else node.value
-        )
+        if isinstance(node, mapping_type):
+            pairs = node.value
+            scalar_keys = [
+                (k.tag, k.value) for k, _ in pairs if type(k) is scalar_type and k.tag != merge_tag
+            ]
+            if len(set(scalar_keys)) != len(scalar_keys):
+                # libyaml keeps the last value, other parsers refuse or keep the
+                # first: a signed manifest must not be read two ways.
+                raise FormatError(f"YAML mapping has a duplicate key {_first_duplicate(scalar_keys)!r}")
+            children = [part for pair in pairs for part in pair]
+        else:
+            children = node.value
         if children and depth + 1 > max_depth:
             raise LimitExceededError(f"YAML nesting depth exceeds limits.max_depth={max_depth}")
         for child in children:
@@ -174,6 +185,15 @@ def check_value(value: Any, *, limits: Limits) -> None:
         # Shared sub-values count each time they occur (their expanded size);
         # a value containing itself ends at the depth limit.
         stack.extend((child, depth + 1) for child in children)
+
+
+def _first_duplicate(keys: list[tuple[str, str]]) -> str:
+    seen: set[tuple[str, str]] = set()
+    for key in keys:
+        if key in seen:
+            return key[1][:80]
+        seen.add(key)
+    return ""  # pragma: no cover - only called when a duplicate exists
 
 
 def _short(exc: yaml.YAMLError) -> str:
