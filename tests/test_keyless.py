@@ -12,6 +12,7 @@ import base64
 import copy
 import gzip
 import json
+import random
 import re
 import socket
 from collections.abc import Callable
@@ -40,7 +41,14 @@ from provider.core.limits import DEFAULT_LIMITS
 from provider.core.message import encode_message
 from provider.core.trustroot import TrustedRoot
 from provider.core.verdict import SignerKind
-from provider.errors import ConfigError, FormatError, LimitExceededError, SignatureError, UntrustedSignerError
+from provider.errors import (
+    ConfigError,
+    FormatError,
+    LimitExceededError,
+    ManifestProviderError,
+    SignatureError,
+    UntrustedSignerError,
+)
 from tests.conftest import KMS, SHARED_FIXTURES
 from tests.sigstorekit import DEFAULT_ISSUER, KeylessMaterial, SigstoreKit, pem
 
@@ -340,6 +348,48 @@ def test_fixture_tampering_fails_precisely(
         verify_keyless(tampered, root=pgi, identities=both_signers)
     assert not isinstance(info.value, UntrustedSignerError)
     assert expected in str(info.value)
+
+
+def test_random_corruption_only_raises_project_errors(
+    fixture_sets: tuple[SignatureSet, SignatureSet],
+    pgi: TrustedRoot,
+    both_signers: tuple[KeylessIdentity, ...],
+) -> None:
+    """Seeded corruption of each piece of real material: never a crash, never a pass."""
+    sset = fixture_sets[0]
+    assert sset.certificate is not None and sset.rekor_bundle is not None
+    der = x509.load_pem_x509_certificate(sset.certificate).public_bytes(serialization.Encoding.DER)
+    rnd = random.Random(1655452519)
+
+    def corrupt(data: bytes) -> bytes:
+        out = bytearray(data)
+        for _ in range(rnd.randint(1, 3)):
+            at = rnd.randrange(len(out))
+            out[at : at + rnd.randint(1, 4)] = bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 4)))
+        return bytes(out)
+
+    def as_pem(data: bytes) -> bytes:
+        text = base64.b64encode(data).decode()
+        lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+        return ("-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n").encode()
+
+    kinds: set[str] = set()
+    for _ in range(300):
+        choice = rnd.randrange(4)
+        if choice == 0:
+            tampered = replace(sset, certificate=as_pem(corrupt(der)))
+        elif choice == 1:
+            tampered = replace(sset, rekor_bundle=corrupt(sset.rekor_bundle))
+        elif choice == 2:
+            tampered = replace(sset, signature=corrupt(sset.signature))
+        else:
+            tampered = replace(sset, payload=corrupt(sset.payload))
+        if tampered == sset:
+            continue
+        with pytest.raises(ManifestProviderError) as info:
+            verify_keyless(tampered, root=pgi, identities=both_signers)
+        kinds.add(type(info.value).__name__)
+    assert {"FormatError", "SignatureError"} <= kinds
 
 
 def test_fixture_fails_when_the_ca_had_expired(
@@ -899,7 +949,7 @@ MALFORMED: list[tuple[str, Callable[[SignatureSet], SignatureSet], type[Exceptio
         "truncated certificate",
         lambda s: replace(s, certificate=(s.certificate or b"")[:200] + b"\n-----END CERTIFICATE-----\n"),
         FormatError,
-        "not a PEM X.509 certificate",
+        "not a usable PEM X.509 certificate",
     ),
     ("chain garbage", lambda s: replace(s, chain=b"nope"), FormatError, "chain: no PEM CERTIFICATE block"),
     (

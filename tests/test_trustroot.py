@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,6 +130,14 @@ def _swap_chain(doc: dict[str, Any]) -> None:
     doc["certificateAuthorities"][1]["certChain"]["certificates"].reverse()
 
 
+def _unknown_curve(doc: dict[str, Any]) -> None:
+    key = doc["tlogs"][0]["publicKey"]
+    der = base64.b64decode(key["rawBytes"])
+    p256 = bytes.fromhex("06082a8648ce3d030107")  # OID 1.2.840.10045.3.1.7
+    assert p256 in der
+    key["rawBytes"] = base64.b64encode(der.replace(p256, p256[:-1] + b"\x7f")).decode()
+
+
 BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("no media type", _set("mediaType", _DELETE), "document.mediaType: missing"),
     ("foreign media type", _set("mediaType", "application/json"), "mediaType: expected application/vnd"),
@@ -192,6 +201,7 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         _set(f"{TLOG}/publicKey/keyDetails", "PKIX_ECDSA_P384_SHA_384"),
         "PKIX_ECDSA_P384_SHA_384 does not match the P256 key",
     ),
+    ("unknown curve", lambda d: _unknown_curve(d), "not a DER SubjectPublicKeyInfo"),
     (
         "tlog validFor missing",
         _set(f"{TLOG}/publicKey/validFor", _DELETE),
@@ -245,6 +255,35 @@ def test_non_ca_certificate_in_chain_is_rejected(pgi_doc: dict[str, Any], kit: S
     ]
     with pytest.raises(ConfigError, match="is not a CA"):
         TrustedRoot.from_json(json.dumps(doc).encode())
+
+
+def _raw_fields(node: Any) -> list[dict[str, Any]]:
+    if isinstance(node, dict):
+        own = [node] if "rawBytes" in node else []
+        return own + [f for v in node.values() for f in _raw_fields(v)]
+    if isinstance(node, list):
+        return [f for v in node for f in _raw_fields(v)]
+    return []
+
+
+def test_random_corruption_only_raises_config_errors(pgi_doc: dict[str, Any]) -> None:
+    """Seeded corruption of the DER inside the real file: every failure is a listed problem."""
+    rnd = random.Random(20221231)
+    outcomes: set[str] = set()
+    for _ in range(300):
+        doc = copy.deepcopy(pgi_doc)
+        target = rnd.choice(_raw_fields(doc))
+        der = bytearray(base64.b64decode(target["rawBytes"]))
+        for _ in range(rnd.randint(1, 3)):
+            at = rnd.randrange(len(der))
+            der[at : at + rnd.randint(0, 3)] = bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 3)))
+        target["rawBytes"] = base64.b64encode(bytes(der)).decode()
+        try:
+            TrustedRoot.from_json(json.dumps(doc).encode())
+            outcomes.add("parsed")
+        except ConfigError:
+            outcomes.add("rejected")
+    assert outcomes == {"parsed", "rejected"}
 
 
 @pytest.mark.parametrize(

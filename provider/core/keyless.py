@@ -450,9 +450,13 @@ def _load_certificates(pem: bytes, what: str) -> list[x509.Certificate]:
     if b"-----BEGIN CERTIFICATE-----" not in pem:
         raise FormatError(f"{what}: no PEM CERTIFICATE block")
     try:
-        return x509.load_pem_x509_certificates(pem)
-    except ValueError as exc:
-        raise FormatError(f"{what}: not a PEM X.509 certificate ({_short(exc)})") from exc
+        certs = x509.load_pem_x509_certificates(pem)
+        for cert in certs:
+            # Extensions and keys parse lazily; a broken one is malformed material, found here.
+            _ = cert.extensions, cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise FormatError(f"{what}: not a usable PEM X.509 certificate ({_short(exc)})") from exc
+    return certs
 
 
 def certificate_facts(cert: x509.Certificate) -> CertificateFacts:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -333,8 +333,11 @@ class _Parser:
                 if der is None:
                     continue
                 try:
-                    certs.append(x509.load_der_x509_certificate(der))
-                except ValueError as exc:
+                    cert = x509.load_der_x509_certificate(der)
+                    # Extensions and keys parse lazily; a broken one must fail here, not mid-verification.
+                    _ = cert.extensions, cert.public_key()
+                    certs.append(cert)
+                except (ValueError, UnsupportedAlgorithm) as exc:
                     self.problem(f"{cpath}.rawBytes", f"not a DER X.509 certificate ({_short(exc)})")
         if len(self.problems) > before or valid_for is None:
             return None
@@ -362,7 +365,7 @@ class _Parser:
             if j + 1 < len(certs):
                 try:
                     cert.verify_directly_issued_by(certs[j + 1])
-                except (ValueError, TypeError, InvalidSignature) as exc:
+                except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
                     self.problem(
                         f"{path}[{j}]",
                         f"not issued by the next certificate {certs[j + 1].subject.rfc4514_string()!r} "
@@ -410,7 +413,7 @@ class _Parser:
             return None
         try:
             key = load_der_public_key(der)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             self.problem(f"{path}.rawBytes", f"not a DER SubjectPublicKeyInfo ({_short(exc)})")
             return None
         if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
