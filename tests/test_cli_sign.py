@@ -280,3 +280,21 @@ def test_sign_stdin_to_stdout(
     out = capsysbinary.readouterr().out
     assert verified_sets(out, key_a_public) == [[0]]
     assert b"name: piped" in out
+
+
+def test_signed_output_passes_the_verify_command(
+    tmp_path: Path, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sign then verify through the CLI; a tampered copy fails with exit 1."""
+    manifest = tmp_path / "app.yaml"
+    manifest.write_bytes(cm("a") + b"---\n" + cm("b"))
+    assert main(["sign", "-f", str(manifest), "-k", str(KEY_A)]) == 0
+    pub = KMS / "pkg/k8smanifest/testdata/testpub"
+    signed = tmp_path / "app.yaml.signed"
+    assert main(["verify", "-f", str(signed), "-k", f"A={pub}"]) == 0
+    tampered = tmp_path / "tampered.yaml"
+    tampered.write_bytes(signed.read_bytes().replace(b"k: v", b"k: changed", 1))
+    assert main(["verify", "-f", str(tampered), "-k", f"A={pub}"]) == 1
+    other = KMS / "pkg/cosign/testdata/testpub"
+    assert main(["verify", "-f", str(signed), "-k", f"B={other}"]) == 1
+    capsys.readouterr()
