@@ -914,6 +914,28 @@ def test_server_errors_and_timeouts_are_transient(fake: FakeRegistry) -> None:
     assert time.monotonic() - started < 1.4
 
 
+def test_trickling_server_meets_the_request_deadline(fake: FakeRegistry) -> None:
+    def trickle(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", MEDIA_OCI_MANIFEST)
+        h.send_header("Content-Length", "100")
+        h.end_headers()
+        try:
+            for _ in range(100):
+                h.wfile.write(b" ")
+                h.wfile.flush()
+                time.sleep(0.1)  # every byte well within the read timeout
+        except OSError:
+            return
+
+    fake.routes["/v2/app/manifests/v1"] = trickle
+    settings = fake.settings(connectTimeoutSeconds=0.2, readTimeoutSeconds=0.4)  # deadline 1.4 s
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="in time"):
+        OciBundleResolver(settings).resolve(f"{fake.host}/app:v1")
+    assert time.monotonic() - started < 3
+
+
 def test_failures_are_not_cached(fake: FakeRegistry) -> None:
     resolver = OciBundleResolver(fake.settings())
     with pytest.raises(SourceError):

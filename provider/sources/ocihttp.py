@@ -267,7 +267,8 @@ class Transport:
         total = 0
         try:
             while True:
-                chunk = raw.read(_CHUNK, decode_content=False)
+                # read1 returns what has arrived, so a trickling server meets the deadline check.
+                chunk = raw.read1(_CHUNK, decode_content=False)
                 if not chunk:
                     break
                 total += len(chunk)
