@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-class BundleSource(str, enum.Enum):
+class BundleSource(enum.StrEnum):
     """Where the signed message was found."""
 
     ANNOTATION = "annotation"
@@ -21,7 +21,7 @@ class BundleSource(str, enum.Enum):
     CONFIGMAP = "configmap"
 
 
-class PayloadKind(str, enum.Enum):
+class PayloadKind(enum.StrEnum):
     """What the signature of a :class:`SignatureSet` was computed over."""
 
     # The signature is over the message bytes themselves (annotations, ConfigMap).

@@ -15,7 +15,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     """The closed set of verdict reasons. Only ``VERIFIED`` admits."""
 
     VERIFIED = "VERIFIED"
@@ -37,12 +37,12 @@ class Reason(str, enum.Enum):
     MANIFEST_MISMATCH = "MANIFEST_MISMATCH"
 
 
-class SignerKind(str, enum.Enum):
+class SignerKind(enum.StrEnum):
     KEY = "key"
     KEYLESS = "keyless"
 
 
-class DiffOp(str, enum.Enum):
+class DiffOp(enum.StrEnum):
     CHANGED = "changed"
     ADDED = "added"
     REMOVED = "removed"
