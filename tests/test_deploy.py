@@ -166,7 +166,6 @@ REQUIRED = {
     "ServiceAccount": [],
     "ConfigMap": ["data"],
     "Deployment": [
-        "spec.replicas",
         "spec.selector.matchLabels",
         "spec.template.metadata.labels",
         "spec.template.spec.containers",
@@ -176,7 +175,7 @@ REQUIRED = {
     "NetworkPolicy": ["spec.podSelector", "spec.policyTypes"],
     "Provider": ["spec.url", "spec.timeout", "spec.caBundle"],
     "ConstraintTemplate": ["spec.crd.spec.names.kind", "spec.targets"],
-    "K8sSignedManifests": ["spec.match", "spec.parameters"],
+    "K8sSignedManifests": ["spec.match"],
     "Issuer": ["spec"],
     "Certificate": ["spec.secretName", "spec.issuerRef.name"],
     "Kustomization": [],
@@ -204,10 +203,11 @@ def test_every_yaml_file_parses_and_has_the_fields_of_its_kind(path: Path) -> No
             and isinstance(doc.get("kind"), str)
         )
         kind = doc["kind"]
-        assert kind in REQUIRED, f"{path}: no field checks for kind {kind}"
+        if path.is_relative_to(DEPLOY):
+            assert kind in REQUIRED, f"{path}: no field checks for kind {kind}"
         if kind != "Kustomization":
             assert isinstance(_get(doc, "metadata.name"), str), f"{path}: {kind} without metadata.name"
-        for field in REQUIRED[kind]:
+        for field in REQUIRED.get(kind, []):
             assert _get(doc, field) not in (None, "", [], {}), f"{path}: {kind} lacks {field}"
 
 
@@ -273,9 +273,17 @@ def test_names_labels_and_ports_refer_to_each_other(directory: Path, manual_tls_
     objects = rendered(directory, manual_tls_certs)
     deployment = _one(objects, "Deployment", "manifest-provider")
     namespace = deployment["metadata"]["namespace"]
-    assert _one(objects, "Namespace")["metadata"]["name"] == namespace
+    namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+    assert namespace in namespaces
+    config_doc = yaml.safe_load(_one(objects, "ConfigMap", "manifest-provider-config")["data"]["config.yaml"])
+    bundle_namespaces = set((config_doc.get("cluster") or {}).get("configMapNamespaces") or [])
     for obj in objects:
-        if obj["kind"] not in CLUSTER_SCOPED:
+        if obj["kind"] in CLUSTER_SCOPED:
+            continue
+        if obj["kind"] in ("Role", "RoleBinding"):
+            # RBAC lives only where the provider may read bundles.
+            assert obj["metadata"]["namespace"] in bundle_namespaces, _identity(obj)
+        else:
             assert obj["metadata"]["namespace"] == namespace, _identity(obj)
     pod = deployment["spec"]["template"]
     labels = pod["metadata"]["labels"]
@@ -426,6 +434,39 @@ def test_constraint_matches_template_and_provider() -> None:
     assert "manifest-provider" in constraint["spec"]["match"]["excludedNamespaces"]
 
 
+def test_rbac_is_least_privilege_and_matches_the_configuration() -> None:
+    objects = render(DEPLOY / "overlays" / "configmap-bundles")
+    deployment = _one(objects, "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    config = yaml.safe_load(_one(objects, "ConfigMap", "manifest-provider-config")["data"]["config.yaml"])
+    bundle_namespaces = config["cluster"]["configMapNamespaces"]
+    roles = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects if o["kind"] == "Role"}
+    bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+    assert {ns for ns, _ in roles} == set(bundle_namespaces)
+    assert {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"} >= set(bundle_namespaces)
+    for role in roles.values():
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
+    for binding in bindings:
+        ns = binding["metadata"]["namespace"]
+        assert (ns, binding["roleRef"]["name"]) in roles and binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": spec["serviceAccountName"],
+                "namespace": deployment["metadata"]["namespace"],
+            }
+        ]
+    assert spec["automountServiceAccountToken"] is True
+    assert not any(o["kind"] in ("ClusterRole", "ClusterRoleBinding") for o in objects)
+    # Without the overlay there is no API access at all.
+    base = render(BASE)
+    assert not any(o["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding") for o in base)
+    assert _one(base, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert _one(base, "ServiceAccount")["automountServiceAccountToken"] is False
+    base_config = yaml.safe_load(_one(base, "ConfigMap")["data"]["config.yaml"])
+    assert {k: v for k, v in config.items() if k != "cluster"} == base_config
+
+
 def test_gatekeeper_namespace_overlay_changes_only_the_gatekeeper_name() -> None:
     base = yaml.safe_load(_one(render(BASE), "ConfigMap")["data"]["config.yaml"])
     other = yaml.safe_load(
@@ -436,12 +477,15 @@ def test_gatekeeper_namespace_overlay_changes_only_the_gatekeeper_name() -> None
     assert other == expected
 
 
-def test_shipped_configuration_is_accepted_by_the_provider(tmp_path: Path) -> None:
-    """The config.yaml in the ConfigMap, with its mount paths moved under tmp_path, loads cleanly."""
-    config_module = pytest.importorskip("provider.config")
+@pytest.mark.parametrize("directory", APP_OVERLAYS, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_shipped_configuration_is_accepted_by_the_provider(
+    directory: Path, manual_tls_certs: Path, tmp_path: Path
+) -> None:
+    """Each config.yaml, with its mount paths moved under tmp_path, loads with the provider's loader."""
+    from provider import config as config_module
     from provider.certs import CertUsage, generate_ca, issue_certificate, write_keyed
 
-    text = _one(render(BASE), "ConfigMap")["data"]["config.yaml"]
+    text = _one(rendered(directory, manual_tls_certs), "ConfigMap")["data"]["config.yaml"]
     root = tmp_path / "etc"
     text = text.replace("/etc/manifest-provider/", f"{root}/")
     ca = generate_ca()
@@ -456,3 +500,43 @@ def test_shipped_configuration_is_accepted_by_the_provider(tmp_path: Path) -> No
     settings = config_module.settings_from_bytes(text.encode(), base_dir=tmp_path)
     assert [k.name for k in settings.keys] == ["release"]
     assert settings.server.provider_timeout_seconds == 3
+
+
+# -- manifest-provider certs ------------------------------------------------------
+
+
+def test_certs_reuses_a_ca_so_the_ca_bundle_stays(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert _run_certs(["--service", "mp", "--namespace", "sec", "--out", str(first)]) == 0
+    assert (first / "tls.key").stat().st_mode & 0o777 == 0o600
+    assert (first / "ca.key").stat().st_mode & 0o777 == 0o600
+    argv = ["--service", "mp", "--namespace", "sec", "--out", str(second), "--timeout", "5", "--port", "9443"]
+    assert _run_certs([*argv, "--ca-cert", str(first / "ca.crt"), "--ca-key", str(first / "ca.key")]) == 0
+    assert (first / "cabundle.b64").read_text() == (second / "cabundle.b64").read_text()
+    assert not (second / "ca.key").exists()
+    provider = yaml.safe_load((second / "provider.yaml").read_text())
+    assert provider["spec"]["url"] == "https://mp.sec.svc:9443/validate" and provider["spec"]["timeout"] == 5
+    leaf = x509.load_pem_x509_certificate((second / "tls.crt").read_bytes())
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
+    assert names == ["mp", "mp.sec", "mp.sec.svc", "mp.sec.svc.cluster.local"]
+    assert (
+        leaf.serial_number != x509.load_pem_x509_certificate((first / "tls.crt").read_bytes()).serial_number
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--service", "Bad_Name", "--namespace", "ns"],
+        ["--service", "mp", "--namespace", "ns", "--timeout", "0"],
+        ["--service", "mp", "--namespace", "ns", "--port", "70000"],
+        ["--service", "mp", "--namespace", "ns", "--ca-cert", "/nonexistent"],
+        ["--service", "mp", "--namespace", "ns", "--ca-cert", "/nonexistent", "--ca-key", "/nonexistent"],
+    ],
+)
+def test_certs_rejects_bad_input(tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run_certs([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("manifest-provider: ")
+    assert not (tmp_path / "out" / "tls.key").exists()
