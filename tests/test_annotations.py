@@ -231,3 +231,14 @@ def test_non_string_annotation_keys_are_ignored() -> None:
     annotations[f"{D}/signature"] = sig()
     bundle = bundle_from_annotations(annotations, domain=D, limits=LIMITS)  # type: ignore[arg-type]
     assert bundle is not None and [s.index for s in bundle.signature_sets] == [0]
+
+
+def test_bundle_refs_bounded() -> None:
+    many = {f"{D}/resourceBundleRef": ",".join(f"reg.example/r:{i}" for i in range(17))}
+    with pytest.raises(LimitExceededError, match="max_signature_sets"):
+        bundle_refs(many, domain=D)
+    assert len(bundle_refs(many, domain=D, limits=Limits(max_signature_sets=17))) == 17
+    with pytest.raises(LimitExceededError, match="max_annotation_bytes"):
+        bundle_refs({f"{D}/resourceBundleRef": "," * (2 * MiB)}, domain=D)
+    with pytest.raises(FormatError, match="expected a string"):
+        bundle_refs({f"{D}/resourceBundleRef": ["a"]}, domain=D)  # type: ignore[dict-item]

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 
 from provider.core.bundle import BundleSource, SignatureSet, SignedBundle
-from provider.core.limits import Limits
+from provider.core.limits import DEFAULT_LIMITS, Limits
 from provider.core.message import decode_base64, decode_message, gunzip_bounded, is_gzip
 from provider.errors import FormatError, LimitExceededError
 
@@ -122,13 +122,28 @@ def bundle_from_annotations(
     )
 
 
-def bundle_refs(annotations: Mapping[str, str], *, domain: str) -> list[str]:
-    """References named by ``<domain>/resourceBundleRef`` (comma-separated), in order."""
-    value = annotations.get(f"{domain}/{RESOURCE_BUNDLE_REF}")
+def bundle_refs(annotations: Mapping[str, str], *, domain: str, limits: Limits = DEFAULT_LIMITS) -> list[str]:
+    """References named by ``<domain>/resourceBundleRef`` (comma-separated), in order.
+
+    Each reference costs a fetch, so at most ``limits.max_signature_sets``
+    are accepted (:class:`LimitExceededError` beyond).
+    """
+    key = f"{domain}/{RESOURCE_BUNDLE_REF}"
+    value = annotations.get(key)
     if value is None:
         return []
-    _require_str(value, f"{domain}/{RESOURCE_BUNDLE_REF}")
-    return [part.strip() for part in value.split(",") if part.strip()]
+    _require_str(value, key)
+    if len(value) > limits.max_annotation_bytes:
+        raise LimitExceededError(
+            f"annotation {key} is {len(value)} characters, above limits.max_annotation_bytes="
+            f"{limits.max_annotation_bytes}"
+        )
+    refs = [part.strip() for part in value.split(",") if part.strip()]
+    if len(refs) > limits.max_signature_sets:
+        raise LimitExceededError(
+            f"annotation {key} names {len(refs)} bundles, above limits.max_signature_sets={limits.max_signature_sets}"
+        )
+    return refs
 
 
 def _optional_gzipped(
