@@ -23,11 +23,20 @@ _HANDLER_NAME = "manifest-provider-json"
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object on one line."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # (second, its formatted text): one strftime per second, not per line.
+        self._second: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
         seconds = int(record.created)
+        cached = self._second
+        if cached[0] != seconds:
+            cached = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+            self._second = cached
         millis = int((record.created - seconds) * 1000)
         out: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z",
+            "time": f"{cached[1]}.{millis:03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -346,19 +346,20 @@ def _deadline(seconds: float) -> _RequestFailed:
 
 
 def _log_key(digest: bytes, verdict: CachedVerdict, seconds: float, *, cached: bool) -> None:
-    logger.info(
-        "key answered",
-        extra={
-            FIELDS: {
-                "event": "key",
-                "decision": "allow" if verdict.verified else "deny",
-                "reason": verdict.reason,
-                "duration_ms": round(seconds * 1000, 3),
-                "cache": "hit" if cached else "miss",
-                "key_sha256": digest.hex(),
-            }
-        },
+    fields = {
+        "event": "key",
+        "decision": "allow" if verdict.verified else "deny",
+        "reason": verdict.reason,
+        "duration_ms": round(seconds * 1000, 3),
+        "cache": "hit" if cached else "miss",
+        "key_sha256": digest.hex(),
+    }
+    # One line per answered key is the hot path: build the record directly
+    # instead of letting logging walk the stack for a caller nobody prints.
+    record = logger.makeRecord(
+        logger.name, logging.INFO, __file__, 0, "key answered", (), None, extra={FIELDS: fields}
     )
+    logger.handle(record)
 
 
 # -- the running state ------------------------------------------------------------------
