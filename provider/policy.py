@@ -345,6 +345,7 @@ class HttpsTransport:
     cert_file: str | None = None
     key_file: str | None = None
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
     def _context(self) -> ssl.SSLContext:
         try:
@@ -368,13 +369,13 @@ class HttpsTransport:
                 "POST", parts.path or "/", body=body, headers={"Content-Type": "application/json"}
             )
             response = connection.getresponse()
-            data = response.read(MAX_RESPONSE_BYTES + 1)
+            data = response.read(self.max_response_bytes + 1)
         except (OSError, http.client.HTTPException) as exc:
             raise SourceError(f"failed to send external data request: {exc}") from exc
         finally:
             connection.close()
-        if len(data) > MAX_RESPONSE_BYTES:
-            raise SourceError(f"external data response is larger than {MAX_RESPONSE_BYTES} bytes")
+        if len(data) > self.max_response_bytes:
+            raise SourceError(f"external data response is larger than {self.max_response_bytes} bytes")
         return response.status, data
 
 

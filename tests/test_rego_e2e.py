@@ -589,3 +589,42 @@ def test_cli_says_which_match_criteria_it_cannot_evaluate(
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "spec.match.namespaceSelector needs the cluster; treated as matching" in err
+
+
+def test_an_oversized_answer_is_a_transport_failure(live: ProviderProcess) -> None:
+    transport = live_transport(live)
+    small = HttpsTransport(
+        url=transport.url,
+        ca_file=transport.ca_file,
+        cert_file=transport.cert_file,
+        key_file=transport.key_file,
+        max_response_bytes=64,
+    )
+    found = evaluator(small).evaluate(admission_review(sign(deployment(), "release")), [constraint()])
+    assert codes(found) == ["PROVIDER_UNREACHABLE"]
+    assert "larger than 64 bytes" in found[0].msg
+
+
+def test_cli_refuses_a_yaml_bomb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    lines += [
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]"
+        for i in range(8)
+    ]
+    bomb.write_text("\n".join(lines) + "\n")
+    case = SAMPLES / "deny-unsigned"
+    args = [
+        "policy",
+        "test",
+        "--template",
+        str(TEMPLATE_DIR / "template.yaml"),
+        "--constraint",
+        str(case / "constraint.yaml"),
+        "-f",
+        str(bomb),
+        "--key",
+        f"release={SAMPLES / 'keys' / 'release.pub'}",
+    ]
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith("manifest-provider: ")

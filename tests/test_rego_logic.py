@@ -694,3 +694,55 @@ def test_non_string_keys_fail_like_a_transport_error() -> None:
     answer = data({"provider": "manifest-provider", "keys": [{"object": {}}]})
     assert answer["responses"] is None and answer["errors"] is None
     assert answer["status_code"] == 500 and answer["system_error"]
+
+
+# -- hostile parameters and answers: never an accidental admit ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "answer"),
+    [
+        ({"signers": "release"}, verdict()),
+        ({"signers": [{"key": ["release"]}]}, verdict()),
+        ({"signers": [{"key": "release", "namespaces": "team-a"}]}, verdict()),
+        ({"signers": [{"issuer": None, "subject": None}]}, verdict(signers=(KEYLESS,))),
+        ({"exemptUsers": "kubernetes-admin"}, verdict(Reason.NO_SIGNATURE)),
+        ({"exemptGroups": {"system:masters": True}}, verdict(Reason.NO_SIGNATURE)),
+        ({"exemptServiceAccounts": ["kube-system"]}, verdict(Reason.NO_SIGNATURE)),
+        ({"failurePolicy": "ignore"}, None),
+        ({"failurePolicy": True}, None),
+        ({"allowUnboundNamespace": "true"}, verdict(namespace_bound=False)),
+        ({"requireDigestPinnedBundles": "yes"}, verdict(bundle=oci("r.example/b:v1"))),
+        ({"allowedBundleRepositories": "r.example/*"}, verdict(bundle=oci("evil.example/b:v1"))),
+    ],
+    ids=lambda v: json.dumps(v)[:50],
+)
+def test_wrongly_typed_parameters_never_admit(h: Harness, params: dict[str, Any], answer: Any) -> None:
+    """Gatekeeper's schema rejects these; if one slipped through, the object is still not admitted."""
+    respond = _system_error if answer is None else items_for(answer)
+    found, _ = h.run(respond, params)
+    assert found, params
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {"items": "nope"},
+        {"items": [None, 3, "x", []]},
+        {"items": [{"key": None, "value": verdict()}]},
+        {"items": [{"value": verdict()}]},
+        {"items": [{"key": 5, "value": verdict()}]},
+        {"systemError": 42},
+        {},
+    ],
+    ids=lambda v: json.dumps(v)[:50],
+)
+def test_garbled_provider_responses_deny(h: Harness, response: dict[str, Any]) -> None:
+    found, _ = h.run(lambda keys: response)
+    assert codes(found) == ["PROVIDER_NO_ANSWER"], found
+
+
+def test_a_non_json_answer_is_a_transport_failure() -> None:
+    data = ExternalData(default=HandlerTransport(lambda body: b"<html>502 Bad Gateway</html>"))
+    answer = data({"provider": "manifest-provider", "keys": ["k"]})
+    assert answer["responses"] is None and "unmarshal" in answer["system_error"]

@@ -50,7 +50,9 @@ fail_open if object.get(params, "failurePolicy", "Fail") == "Ignore"
 
 allow_unbound_namespace if object.get(params, "allowUnboundNamespace", false) == true
 
-require_digest_pinned if object.get(params, "requireDigestPinnedBundles", false) == true
+# Permissive settings take effect only when exactly right; restrictive ones
+# whenever set to anything but false.
+require_digest_pinned if object.get(params, "requireDigestPinnedBundles", false) != false
 
 signer_rules := object.get(params, "signers", [])
 
