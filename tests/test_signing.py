@@ -218,6 +218,8 @@ def test_custom_domain() -> None:
         b"- a\n- b\n",
         b"kind: X\nmetadata: [1]\n",
         b"kind: X\nmetadata:\n  annotations: [1]\n",
+        b"kind: X\ndata:\n  1: one\n  b: two\n",
+        b"kind: X\nspec:\n  list:\n  - {true: 1}\n",
     ],
 )
 def test_unsignable_input(text: bytes) -> None:

@@ -88,8 +88,25 @@ def parse_manifests(text: bytes, *, limits: Limits) -> list[dict[str, Any]]:
             raise FormatError(
                 f"document {index}: metadata.annotations is a {type(annotations).__name__}, expected a mapping"
             )
+        _require_string_keys(document, where=f"document {index}")
         out.append(document)
     return out
+
+
+def _require_string_keys(value: Any, *, where: str) -> None:
+    """Kubernetes objects are JSON: a key like ``1`` or ``true`` would be read back differently."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise FormatError(
+                        f"{path}: mapping key {key!r} is a {type(key).__name__}, expected a string (quote it)"
+                    )
+                stack.append((child, f"{path}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
 
 
 def annotations_of(document: Mapping[str, Any]) -> dict[str, Any]:
