@@ -138,6 +138,9 @@ class ConfigWatcher:
                 )
             return True
         self._note_restart_only(old, service)
+        if service.generation == old.generation and service.settings.cache == old.settings.cache:
+            # Only server settings changed: the cached verdicts are still right.
+            service.cache = old.cache
         self.runtime.swap(service)
         if service.settings.server.reload_interval_seconds > 0:
             self.interval_seconds = service.settings.server.reload_interval_seconds

@@ -177,6 +177,18 @@ def test_cosmetic_change_keeps_the_warm_cache(app: Flask, mounted: ConfigMapDir)
     assert len(service.cache) == 1
 
 
+def test_server_only_change_swaps_but_keeps_the_cache(app: Flask, mounted: ConfigMapDir) -> None:
+    verdict(app, signed(configmap(), signer="alice"))
+    old = runtime(app).service
+    mounted.publish(
+        {"config.yaml": config_text("alice", extra="  maxKeysPerRequest: 5\n"), **key_files("alice")}
+    )
+    assert watcher(app).poll() is True
+    new = runtime(app).service
+    assert new is not old and new.settings.server.max_keys_per_request == 5
+    assert new.generation == old.generation and new.cache is old.cache and len(new.cache) == 1
+
+
 def test_periodic_resync_without_file_change(mounted: ConfigMapDir) -> None:
     now = [0.0]
     app = create_app(config_path=str(mounted.config), watch=False, clock=lambda: now[0])
