@@ -105,6 +105,8 @@ class Metrics:
 
     def set_generation(self, generation: str) -> None:
         if self._generation is not None and self._generation != generation:
+            # Zero first: in multi-process mode a removed child's last value stays on disk.
+            self.config_generation.labels(self._generation).set(0)
             self.config_generation.remove(self._generation)
         self._generation = generation
         self.config_generation.labels(generation).set(1)
