@@ -48,7 +48,7 @@ from provider.sources.oci import (
     simple_signing_payload,
 )
 from provider.sources.ocihttp import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, RegistryClient, Transport
-from tests.registry import RunningRegistry, have_registry, registry_fixture
+from tests.registry import RunningRegistry, have_registry, make_ca, registry_fixture
 from tests.sigstorekit import SigstoreKit
 
 pytestmark = [
@@ -167,7 +167,7 @@ def test_settings_parse_every_key(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
     pw.write_text("from-file\n")
     ca = tmp_path / "ca.pem"
-    ca.write_text("x")
+    ca.write_bytes(make_ca().cert_pem)
     s = RegistrySettings.from_mapping(
         {
             "allow": ["registry.example.com", "ghcr.io/team/*", "127.0.0.1:5000/one"],
@@ -204,6 +204,12 @@ def test_settings_default_allows_nothing() -> None:
     assert not s.is_allowed(parse_reference("registry.example.com/app"))
     with pytest.raises(ReferenceNotAllowedError, match="no registry is allowed"):
         OciBundleResolver(s).resolve("registry.example.com/app:v1")
+
+
+def test_settings_refuse_a_ca_file_without_certificates(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match="no usable PEM certificate"):
+        RegistrySettings.from_mapping({"caFile": str(tmp_path / "ca.pem")})
 
 
 def test_settings_list_every_problem(tmp_path: Path) -> None:
@@ -291,7 +297,7 @@ def test_dockerconfigjson_credentials() -> None:
 
 def test_relative_paths_resolve_against_base_dir(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("pw-from-file")
-    (tmp_path / "ca.pem").write_text("x")
+    (tmp_path / "ca.pem").write_bytes(make_ca().cert_pem)
     data = {
         "caFile": "ca.pem",
         "credentials": [{"registry": "r.example.com", "username": "u", "passwordFile": "pw"}],

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import math
 import os
+import ssl
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -238,8 +239,9 @@ class RegistrySettings:
                 ca_file = None
             else:
                 ca_file = str(_path(ca_file, base_dir))
-                if not Path(ca_file).is_file():
-                    problems.append(f"{where}.caFile: {ca_file} is not a readable file")
+                problem = _ca_problem(ca_file)
+                if problem:
+                    problems.append(f"{where}.caFile: {problem}")
         credentials = _credentials(data.get("credentials"), f"{where}.credentials", problems, base_dir)
         defaults = cls()
         numbers: dict[str, Any] = {}
@@ -295,6 +297,17 @@ def _number_problem(value: Any, kind: str) -> str | None:
     if kind.endswith("0"):
         return None if value >= 0 else "must be zero or more"
     return None if value > 0 else "must be more than zero"
+
+
+def _ca_problem(path: str) -> str | None:
+    """Why ``path`` cannot serve as a CA bundle, or None."""
+    if not Path(path).is_file():
+        return f"{path} is not a readable file"
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        return f"{path} holds no usable PEM certificate ({exc.__class__.__name__})"
+    return None
 
 
 def _path(text: str, base_dir: Path | None) -> Path:
