@@ -15,13 +15,15 @@ with the key and annotates the resources with ``resourceBundleRef: REF``
 instead of embedding the message.
 
 The key is a cosign key (``ENCRYPTED COSIGN/SIGSTORE PRIVATE KEY``, password
-in ``$COSIGN_PASSWORD``, empty when unset), PKCS#8 (encrypted or not), or a
-file holding base64 of any of these.
+in ``$COSIGN_PASSWORD``; when unset, the empty password and then, on a
+terminal, a prompt), PKCS#8 (encrypted or not), or a file holding base64 of
+any of these.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -29,6 +31,7 @@ from pathlib import Path
 from provider.cli import EXIT_OK, EXIT_USAGE, fail
 from provider.core.annotations import DEFAULT_DOMAIN
 from provider.core.cosignkey import PrivateKey, load_private_key
+from provider.core.keys import pem_text
 from provider.core.limits import DEFAULT_LIMITS
 from provider.core.signing import bundle_ref_documents, sign_documents
 from provider.errors import KeyMaterialError, ManifestProviderError
@@ -105,11 +108,27 @@ def read_key(name: str) -> PrivateKey:
     path = Path(name)
     if path.stat().st_size > _MAX_KEY_BYTES:
         raise KeyMaterialError(f"{name} is larger than {_MAX_KEY_BYTES} bytes: not a key file")
-    password = os.environ.get(PASSWORD_ENV, "").encode("utf-8")
+    data = path.read_bytes()
+    env = os.environ.get(PASSWORD_ENV)
     try:
-        return load_private_key(path.read_bytes(), password=password)
+        return load_private_key(data, password=(env or "").encode("utf-8"))
     except KeyMaterialError as exc:
+        # Like cosign: without $COSIGN_PASSWORD, a terminal is asked for the
+        # password of an encrypted key that the empty password does not open.
+        if env is None and _is_encrypted(data) and sys.stdin.isatty():
+            entered = getpass.getpass(f"Enter password for private key {name}: ")
+            try:
+                return load_private_key(data, password=entered.encode("utf-8"))
+            except KeyMaterialError as again:
+                raise KeyMaterialError(f"{name}: {again.diagnostics()}") from again
         raise KeyMaterialError(f"{name}: {exc.diagnostics()}") from exc
+
+
+def _is_encrypted(data: bytes) -> bool:
+    try:
+        return b"ENCRYPTED" in pem_text(data, name="private key")
+    except KeyMaterialError:
+        return False
 
 
 def _push_image(args: argparse.Namespace, raw: bytes, key: PrivateKey) -> str:
