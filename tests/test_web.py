@@ -8,7 +8,10 @@ Go client writes them.
 from __future__ import annotations
 
 import http.client
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -422,3 +425,30 @@ def test_deadline_over_http_is_an_answer_not_a_dropped_connection(good: dict[str
     finally:
         resolver.release.set()
         server.close()
+
+
+def test_metrics_in_multi_process_mode(tmp_path: Path) -> None:
+    """prometheus-client picks its value store at import, so this runs in a fresh interpreter."""
+    script = """
+import sys
+from provider import wire
+from provider.app import create_app
+app = create_app(watch=False)
+client = app.test_client()
+body = wire.encode_request(['{"object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}}'])
+client.post("/validate", data=body, content_type="application/json")
+sys.stdout.write(client.get("/metrics").data.decode())
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert 'manifest_provider_verdicts_total{reason="NO_SIGNATURE"} 1.0' in done.stdout
+    assert "manifest_provider_requests_total 1.0" in done.stdout
+    assert list(tmp_path.glob("*.db")), "values were not written to the multi-process directory"
