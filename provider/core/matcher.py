@@ -294,10 +294,30 @@ class _Walker:
         return self.table.is_quantity(path) and same_quantity(signed, live)
 
     def added(self, value: Any, path: tuple[str | int, ...], state: State, depth: int) -> None:
-        if not self._covered(value, path, state, depth, defaults=True):
-            self.report(DiffOp.ADDED, path, None, value)
+        if self._covered(value, path, state, depth, defaults=True):
+            return
+        if isinstance(value, Mapping | list) and value and self._may_appear(path):
+            # The container itself is an expected server addition (tolerations,
+            # labels): name the entries inside it that are not, one by one.
+            for key, child in _sorted_items(value):
+                child_state, ignored = self.matcher.step(state, key)
+                if not ignored and child is not None:
+                    self.added(child, (*path, key), child_state, depth + 1)
+            return
+        self.report(DiffOp.ADDED, path, None, value)
+
+    def _may_appear(self, path: tuple[str | int, ...]) -> bool:
+        return any(entry.container for entry in self.table.defaults_at(path))
 
     def removed(self, value: Any, path: tuple[str | int, ...], state: State, depth: int) -> None:
+        if (
+            isinstance(value, Mapping | list)
+            and not value
+            and (self.table.kind is not None or path[0] == "metadata")
+        ):
+            # Typed fields drop empty maps and lists (``annotations: {}``, ``env: []``).
+            # Custom resources keep them as written, and there ``{}`` can mean "on".
+            return
         if not self._covered(value, path, state, depth, defaults=False):
             self.report(DiffOp.REMOVED, path, value, None)
 
@@ -378,6 +398,12 @@ class _Walker:
         if len(text) > limit:
             return text[: max(limit - 3, 0)] + "..."
         return text
+
+
+def _sorted_items(value: Mapping[Any, Any] | list[Any]) -> list[tuple[str | int, Any]]:
+    if isinstance(value, list):
+        return list(enumerate(value))
+    return sorted(((_json_key(k), v) for k, v in value.items()), key=lambda kv: kv[0])
 
 
 def _compact(value: Any, limit: int) -> Any:
