@@ -106,8 +106,11 @@ class Template:
         if _VIOLATION_RULE.search(rego) is None:
             raise InputError(f"{where}: the Rego defines no violation rule")
         name = _nested(doc, ("metadata", "name"))
+        if name != kind.lower():
+            # Gatekeeper refuses a template whose name is not its kind in lower case.
+            raise InputError(f"{where}: metadata.name must be {kind.lower()!r}, got {name!r}")
         return cls(
-            name=name if isinstance(name, str) else kind.lower(),
+            name=name,
             kind=kind,
             package=match.group(1),
             rego=rego,

@@ -139,3 +139,10 @@ def test_malformed_templates_are_rejected(targets: object) -> None:
     }
     with pytest.raises(InputError):
         Template.from_mapping(doc)
+
+
+def test_template_name_must_be_the_lower_case_kind() -> None:
+    doc = yaml.safe_load((TEMPLATE_DIR / "template.yaml").read_text())
+    doc["metadata"]["name"] = "signed"
+    with pytest.raises(InputError, match=r"metadata\.name"):
+        Template.from_mapping(doc)
