@@ -88,8 +88,20 @@ def create_app(
         max_workers=max(4, 2 * settings.server.threads), thread_name_prefix="verify"
     )
 
+    # The resolver (registry clients, their caches) survives reloads that leave
+    # its inputs alone; in-flight checks may still be using the previous one.
+    last_resolver: list[tuple[tuple[object, ...], BundleResolver | None]] = []
+
+    def resolver_for(new: Settings) -> BundleResolver | None:
+        inputs = (new.registries, new.cluster, new.limits, new.annotation_domain)
+        if last_resolver and last_resolver[0][0] == inputs:
+            return last_resolver[0][1]
+        resolver = make_resolver(new)
+        last_resolver[:] = [(inputs, resolver)]
+        return resolver
+
     def build_service(new: Settings) -> ProviderService:
-        verifier = build_verifier(new, make_resolver(new))
+        verifier = build_verifier(new, resolver_for(new))
         return ProviderService(new, verifier, metrics=metrics, executor=executor, clock=clock)
 
     runtime = ProviderRuntime(build_service(settings), metrics=metrics)

@@ -189,6 +189,23 @@ def test_server_only_change_swaps_but_keeps_the_cache(app: Flask, mounted: Confi
     assert new.generation == old.generation and new.cache is old.cache and len(new.cache) == 1
 
 
+def test_resolver_survives_reloads_that_leave_its_inputs_alone(mounted: ConfigMapDir) -> None:
+    built: list[object] = []
+
+    def factory(settings: Any) -> Any:
+        built.append(settings.registries)
+        return None
+
+    app = create_app(config_path=str(mounted.config), watch=False, resolver_factory=factory)
+    mounted.publish({"config.yaml": config_text("bob"), **key_files("alice", "bob")})
+    assert watcher(app).poll() is True
+    assert len(built) == 1
+    registries = "registries: {allow: [registry.example.com]}\n"
+    mounted.publish({"config.yaml": registries + config_text("bob"), **key_files("alice", "bob")})
+    assert watcher(app).poll() is True
+    assert len(built) == 2 and built[1] is not None
+
+
 def test_periodic_resync_without_file_change(mounted: ConfigMapDir) -> None:
     now = [0.0]
     app = create_app(config_path=str(mounted.config), watch=False, clock=lambda: now[0])
