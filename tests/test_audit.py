@@ -333,3 +333,21 @@ def test_constraint_namespaces_wildcards_and_scope() -> None:
 def test_malformed_constraints_are_config_errors(match: Any) -> None:
     with pytest.raises(ConfigError):
         Selection.from_constraint({"metadata": {"name": "bad"}, "spec": {"match": match}})
+
+
+def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
+    import io
+    import os
+
+    from provider.cli.audit import _progress_printer
+
+    assert _progress_printer(io.StringIO()) is None
+    master, slave = os.openpty()
+    with os.fdopen(slave, "w") as tty:
+        show = _progress_printer(tty)
+        assert show is not None
+        show(3, None)
+        show(5, 5)
+    shown = os.read(master, 1024).decode()
+    os.close(master)
+    assert "audit: 3 checked" in shown and "5 checked of 5" in shown
