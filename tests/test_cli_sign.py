@@ -298,3 +298,61 @@ def test_signed_output_passes_the_verify_command(
     other = KMS / "pkg/cosign/testdata/testpub"
     assert main(["verify", "-f", str(signed), "-k", f"B={other}"]) == 1
     capsys.readouterr()
+
+
+def _run_on_terminal(argv: list[str], answers: list[bytes], cwd: Path) -> tuple[int, bytes]:
+    """Run the CLI in a child process whose controlling terminal is a real pseudo-terminal.
+
+    Each answer is typed when a prompt mentioning "password" appears.
+    """
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    root = str(Path(__file__).resolve().parent.parent)
+    pid, fd = pty.fork()
+    if pid == 0:  # child: becomes the CLI, or exits; never returns into pytest
+        try:
+            os.chdir(cwd)
+            child_env = {k: v for k, v in os.environ.items() if k != "COSIGN_PASSWORD"}
+            child_env["PYTHONPATH"] = root
+            os.execve(sys.executable, [sys.executable, "-m", "provider", *argv], child_env)
+        finally:
+            os._exit(127)
+    output = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            if pending and b"password" in chunk.lower():
+                os.write(fd, pending.pop(0) + b"\n")
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), output
+
+
+def test_password_prompts_on_a_terminal(tmp_path: Path) -> None:
+    code, output = _run_on_terminal(["keygen"], [b"typed-pw", b"typed-pw"], tmp_path)
+    assert code == 0, output
+    assert output.count(b"Enter password") == 2
+    key = load_private_key((tmp_path / "cosign.key").read_bytes(), password=b"typed-pw")
+    (tmp_path / "cm.yaml").write_bytes(CM)
+    code, output = _run_on_terminal(["sign", "-f", "cm.yaml", "-k", "cosign.key"], [b"typed-pw"], tmp_path)
+    assert code == 0, output
+    assert verified_sets(tmp_path / "cm.yaml.signed", key.public_key()) == [[0]]
+    code, output = _run_on_terminal(["keygen", "--output-key-prefix", "other"], [b"one", b"two"], tmp_path)
+    assert code == 2 and b"do not match" in output
+    assert not (tmp_path / "other.key").exists()
