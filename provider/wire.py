@@ -92,7 +92,10 @@ def parse_request(body: bytes, *, max_keys: int) -> list[str]:
     request = doc.get("request")
     if not isinstance(request, dict):
         raise InputError(f"request must be a JSON object, got {_json_type(request)}")
-    keys = request.get("keys")
+    # Gatekeeper's Go struct marshals an empty key list with omitempty: no field.
+    keys = request.get("keys", [])
+    if keys is None:
+        keys = []
     if not isinstance(keys, list):
         raise InputError(f"request.keys must be a list of strings, got {_json_type(keys)}")
     if len(keys) > max_keys:

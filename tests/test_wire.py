@@ -52,7 +52,7 @@ def test_request_as_gatekeeper_sends_it() -> None:
         (request([], kind="ProviderResponse"), "kind must be"),
         (request([], request=None), "request must be a JSON object, got null"),
         (request([], request=[]), "request must be a JSON object, got array"),
-        (request([], request={}), "request.keys must be a list of strings, got null"),
+        (request([], request={"keys": {}}), "request.keys must be a list of strings, got object"),
         (request("abc"), "request.keys must be a list of strings, got string"),
         (request(["a", 1]), "request.keys[1] must be a string, got number"),
         (request(["a", None]), "request.keys[1] must be a string, got null"),
@@ -65,6 +65,13 @@ def test_malformed_requests(body: bytes, expected: str) -> None:
     with pytest.raises(InputError) as exc:
         wire.parse_request(body, max_keys=10)
     assert expected in exc.value.diagnostics()
+
+
+def test_empty_key_list_as_go_marshals_it() -> None:
+    # Request.Keys is `json:"keys,omitempty"` in Gatekeeper: an empty list is no field at all.
+    body = b'{"apiVersion":"externaldata.gatekeeper.sh/v1beta1","kind":"ProviderRequest","request":{}}'
+    assert wire.parse_request(body, max_keys=10) == []
+    assert wire.parse_request(request(None), max_keys=10) == []
 
 
 def test_unknown_gatekeeper_fields_are_tolerated() -> None:
