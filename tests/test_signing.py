@@ -13,7 +13,12 @@ from provider.core.keys import PublicKey, load_public_key
 from provider.core.limits import Limits
 from provider.core.message import decode_message, manifests_from_message
 from provider.core.safeyaml import load_documents
-from provider.core.signing import build_message, sign_documents, strip_signature_annotations
+from provider.core.signing import (
+    build_message,
+    bundle_ref_documents,
+    sign_documents,
+    strip_signature_annotations,
+)
 from provider.errors import FormatError, LimitExceededError
 from tests.conftest import KMS
 from tests.keyutil import keypair, public_key
@@ -254,3 +259,24 @@ def test_signed_file_verifies_with_the_project_verifier() -> None:
     assert not untrusted.verify(out[0]).verified
     tampered = signed_docs(build_message(out).replace(b"replicas: 2", b"replicas: 9"))
     assert not trusted.verify(tampered[0]).verified
+
+
+def test_message_size_limit_applies_when_signing() -> None:
+    key, _ = keypair("signer")
+    with pytest.raises(LimitExceededError, match="max_message_bytes"):
+        sign_documents(DEPLOYMENT_AND_CM, key, limits=Limits(max_message_bytes=200))
+    with pytest.raises(LimitExceededError, match="max_message_bytes"):
+        bundle_ref_documents(DEPLOYMENT_AND_CM, "reg.example/b:1", limits=Limits(max_message_bytes=200))
+
+
+def test_bundle_ref_documents() -> None:
+    key, _ = keypair("signer")
+    signed = sign_documents(DEPLOYMENT_AND_CM, key)
+    raw, out = bundle_ref_documents(signed, "reg.example/b:1")
+    assert raw == build_message(load_documents(DEPLOYMENT_AND_CM, limits=LIMITS))
+    docs = signed_docs(out)
+    assert docs[0]["metadata"]["annotations"] == {
+        "team": "storefront",
+        f"{D}/resourceBundleRef": "reg.example/b:1",
+    }
+    assert docs[1]["metadata"]["annotations"] == {f"{D}/resourceBundleRef": "reg.example/b:1"}

@@ -167,11 +167,7 @@ def sign_documents(
         index = _next_free_index(documents, domain=domain, limits=limits)
         keep_existing = True
     else:
-        raw = build_message([strip_signature_annotations(d, domain=domain) for d in documents])
-        if len(raw) > limits.max_message_bytes:
-            raise LimitExceededError(
-                f"message would be {len(raw)} bytes, above limits.max_message_bytes={limits.max_message_bytes}"
-            )
+        raw = _fresh_message(documents, domain=domain, limits=limits)
         message_text = encode_message(raw)
         index = 0
         keep_existing = False
@@ -191,10 +187,19 @@ def bundle_ref_documents(
     resource instead of the message and signature annotations.
     """
     documents = parse_manifests(text, limits=limits)
-    raw = build_message([strip_signature_annotations(d, domain=domain) for d in documents])
+    raw = _fresh_message(documents, domain=domain, limits=limits)
     updates = {f"{domain}/{RESOURCE_BUNDLE_REF}": reference}
     out = [_with_annotations(d, updates, domain=domain, keep_existing=False) for d in documents]
     return raw, build_message(out)
+
+
+def _fresh_message(documents: Sequence[Mapping[str, Any]], *, domain: str, limits: Limits) -> bytes:
+    raw = build_message([strip_signature_annotations(d, domain=domain) for d in documents])
+    if len(raw) > limits.max_message_bytes:
+        raise LimitExceededError(
+            f"message would be {len(raw)} bytes, above limits.max_message_bytes={limits.max_message_bytes}"
+        )
+    return raw
 
 
 def _existing_message(
