@@ -90,6 +90,12 @@ class Default:
     description: str
     check: Check = field(compare=False)
     container: bool = False
+    # The one accepted value, for entries that have a single fixed value.
+    value: Any = field(default=_MISSING, compare=False)
+
+    @property
+    def has_value(self) -> bool:
+        return self.value is not _MISSING
 
     def accepts(self, value: Any, ctx: Context) -> bool:
         return bool(self.check(value, ctx))
@@ -105,7 +111,7 @@ def _split(text: str, *literal: str) -> tuple[str, ...]:
 
 
 def exact(path: str, value: Any, *literal: str) -> Default:
-    return Default(_split(path, *literal), _show(value), lambda v, _ctx: same_value(v, value))
+    return Default(_split(path, *literal), _show(value), lambda v, _ctx: same_value(v, value), value=value)
 
 
 def one_of(path: str, *values: Any, note: str = "") -> Default:
@@ -554,6 +560,10 @@ def _policy_types(value: Any, ctx: Context) -> bool:
 _NODE_PORTS = _service_type("NodePort", "LoadBalancer")
 
 
+def _client_ip_affinity(ctx: Context) -> bool:
+    return bool(ctx.live_at(("spec", "sessionAffinity")) == "ClientIP")
+
+
 def _health_check_port(value: Any, ctx: Context) -> bool:
     local = ctx.live_at(("spec", "externalTrafficPolicy")) == "Local"
     return local and _service_type("LoadBalancer")(ctx) and _port_number(value, ctx)
@@ -592,7 +602,11 @@ def _service() -> list[Default]:
         ),
         container("spec.sessionAffinityConfig", "with sessionAffinity ClientIP"),
         container("spec.sessionAffinityConfig.clientIP"),
-        exact("spec.sessionAffinityConfig.clientIP.timeoutSeconds", 10800),
+        computed(
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+            "10800 (sessionAffinity ClientIP)",
+            _when(_client_ip_affinity, lambda v, _c: same_value(v, 10800)),
+        ),
     ]
 
 
