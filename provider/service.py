@@ -148,9 +148,17 @@ class ProviderService:
 
     # -- entry points -----------------------------------------------------------
 
-    def handle(self, body: bytes) -> bytes:
-        """A ProviderRequest body -> a ProviderResponse body; never raises."""
-        started = self._clock()
+    def now(self) -> float:
+        """The service's clock, to start a request's deadline when it arrives."""
+        return self._clock()
+
+    def handle(self, body: bytes, *, started: float | None = None) -> bytes:
+        """A ProviderRequest body -> a ProviderResponse body; never raises.
+
+        ``started`` (from :meth:`now`) is when the request arrived; the
+        deadline counts from there, body transfer included.
+        """
+        started = self._clock() if started is None else started
         try:
             keys = wire.parse_request(body, max_keys=self.settings.server.max_keys_per_request)
         except InputError as exc:

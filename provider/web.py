@@ -52,6 +52,7 @@ def validate() -> Response:
     metrics.requests.inc()
     metrics.in_flight.inc()
     started = time.perf_counter()
+    arrived = service.now()
     try:
         if request.mimetype != wire.JSON_MEDIA_TYPE:
             got = (request.content_type or "none")[:80]
@@ -71,7 +72,7 @@ def validate() -> Response:
                 f"request body is more than the {limit} allowed bytes (server.maxBodyBytes)",
                 close=True,
             )
-        return _json(service.handle(body))
+        return _json(service.handle(body, started=arrived))
     finally:
         metrics.in_flight.dec()
         metrics.request_seconds.observe(time.perf_counter() - started)

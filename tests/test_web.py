@@ -299,7 +299,7 @@ def test_http_errors_are_json_never_html(app: Flask, method: str, path: str, exp
 
 
 def test_unexpected_exception_is_a_json_system_error(app: Flask) -> None:
-    def explode(body: bytes) -> bytes:
+    def explode(body: bytes, *, started: float | None = None) -> bytes:
         raise RuntimeError("bug")
 
     runtime(app).service.handle = explode  # type: ignore[method-assign]
