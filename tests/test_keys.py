@@ -144,3 +144,28 @@ def test_verify_never_raises_on_garbage(signature: bytes, key_a_pub: bytes) -> N
     assert load_public_key(key_a_pub, name="a").verify(signature, DATA) is False
     ed = load_public_key(spki_pem(ed25519.Ed25519PrivateKey.generate()), name="ed")
     assert ed.verify(signature, DATA) is False
+
+
+def _ed25519ph_sign(private: ed25519.Ed25519PrivateKey, data: bytes) -> bytes:
+    """An Ed25519ph signature made by libsodium (independent of the code under test)."""
+    import nacl.bindings
+
+    seed = private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    _, secret = nacl.bindings.crypto_sign_seed_keypair(seed)
+    state = nacl.bindings.crypto_sign_ed25519ph_state()
+    nacl.bindings.crypto_sign_ed25519ph_update(state, data)
+    return bytes(nacl.bindings.crypto_sign_ed25519ph_final_create(state, secret))
+
+
+def test_ed25519ph_accepted_and_domain_separated() -> None:
+    private = ed25519.Ed25519PrivateKey.generate()
+    key = load_public_key(spki_pem(private), name="ed")
+    prehashed = _ed25519ph_sign(private, DATA)
+    assert prehashed != private.sign(DATA)
+    assert key.verify(prehashed, DATA)
+    assert not key.verify(prehashed, DATA + b"x")
+    assert not key.verify(_ed25519ph_sign(ed25519.Ed25519PrivateKey.generate(), DATA), DATA)
+    # A pure signature over SHA-512(DATA) is not an Ed25519ph signature over DATA.
+    assert not key.verify(private.sign(hashlib.sha512(DATA).digest()), DATA)

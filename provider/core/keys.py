@@ -8,15 +8,16 @@ ECDSA P-256        DER signature, SHA-256
 ECDSA P-384        DER signature, SHA-384 (or SHA-256, see below)
 ECDSA P-521        DER signature, SHA-512 (or SHA-256, see below)
 RSA (>= 2048 bit)  PKCS#1 v1.5, SHA-256
-Ed25519            pure Ed25519 over the message
+Ed25519            Ed25519 over the message, or Ed25519ph (pre-hashed)
 =================  =====================================================
 
 These are the defaults of current cosign (sigstore's algorithm registry).
 cosign releases before that registry, and the cosign that k8s-manifest-sigstore
 builds on, hash with SHA-256 for every ECDSA curve, so a P-384 or P-521
 signature is also accepted over SHA-256. (Both hashes are collision resistant,
-so accepting either adds no forgery path.) Ed25519ph, which the newest cosign
-uses for ``sign-blob`` with Ed25519 keys, is not supported. A key's
+so accepting either adds no forgery path.) Likewise, Ed25519 keys accept pure
+Ed25519 (older cosign) and Ed25519ph, which newer cosign writes; the two are
+domain-separated, so neither signature is valid as the other. A key's
 ``fingerprint`` is the hex SHA-256 of its DER SubjectPublicKeyInfo, which
 names keys in verdicts and logs.
 """
@@ -29,6 +30,8 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 
+import nacl.bindings
+import nacl.exceptions
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -80,7 +83,10 @@ class PublicKey:
             elif isinstance(self.key, rsa.RSAPublicKey):
                 self.key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
             else:
-                self.key.verify(signature, data)
+                try:
+                    self.key.verify(signature, data)
+                except InvalidSignature:
+                    return _verify_ed25519ph(self.key, signature, data)
         except (InvalidSignature, ValueError, TypeError):
             return False
         return True
@@ -89,6 +95,17 @@ class PublicKey:
         return self.key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+
+
+def _verify_ed25519ph(key: ed25519.Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
+    """Ed25519ph (RFC 8032, empty context), which newer cosign writes for Ed25519 keys."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    state = nacl.bindings.crypto_sign_ed25519ph_state()
+    nacl.bindings.crypto_sign_ed25519ph_update(state, data)
+    try:
+        return bool(nacl.bindings.crypto_sign_ed25519ph_final_verify(state, signature, raw))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        return False
 
 
 def fingerprint_of(key: VerifyingKey) -> str:
