@@ -14,6 +14,7 @@ so a configuration change never serves a verdict of the old configuration.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -285,7 +286,12 @@ class _Parser:
     def number(self, value: Any, where: str, default: float, *, minimum: float = 0.0) -> float:
         if value is None:
             return default
-        if not isinstance(value, int | float) or isinstance(value, bool) or not value > minimum:
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or not value > minimum
+        ):
             self.problem(f"{where} must be a number > {minimum:g}, got {_show(value)}")
             return default
         return float(value)

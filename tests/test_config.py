@@ -202,7 +202,7 @@ cluster:
   configMapNamespaces: "all"
 cache:
   entries: -1
-  ttlSeconds: 0
+  ttlSeconds: .inf
 server:
   listen: nowhere
   providerTimeoutSeconds: 0
@@ -236,7 +236,7 @@ unknownSection: {}
         "registries",
         "cluster.configMapNamespaces",
         "cache.entries must be an integer >= 0",
-        "cache.ttlSeconds must be a number > 0",
+        "cache.ttlSeconds must be a number > 0, got inf",
         "server.listen must be HOST:PORT",
         "server.providerTimeoutSeconds must be an integer >= 1",
         "server.maxBodyBytes must be an integer >= 1",
