@@ -76,7 +76,8 @@ class FakeApiServer:
             self.add_type(group, version, kind, plural, namespaced=namespaced, short_names=shorts)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval keeps shutdown (and so each test's teardown) quick.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
     # -- set-up -------------------------------------------------------------
 
