@@ -58,6 +58,7 @@ spec:
 
 registry = registry_fixture("registry")
 basic_registry = registry_fixture("basic_registry", htpasswd={"ci": "push-pw"})
+tls_registry = registry_fixture("tls_registry", tls=True)
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +219,29 @@ def test_cli_sign_image_without_insecure_flag_fails_cleanly(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TLS" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_insecure_flag_accepts_an_unknown_certificate(
+    tls_registry: RunningRegistry,
+    cosign_key: tuple[Path, bytes],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("COSIGN_PASSWORD", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    source = tmp_path / "app.yaml"
+    source.write_bytes(MANIFESTS)
+    ref = f"{tls_registry.host}/bundles/selfsigned:v1"
+    argv = ["sign", "-f", str(source), "-k", str(cosign_key[0]), "--image", ref, "-o", str(tmp_path / "o")]
+    assert main(argv) == 2  # the registry's CA is not trusted
+    assert "TLS" in capsys.readouterr().err
+    assert main([*argv, "--allow-insecure-registry"]) == 0, capsys.readouterr().err
+    # It went over TLS (the registry speaks nothing else); a pull that trusts the CA sees it.
+    settings = RegistrySettings.from_mapping(
+        {"allow": [tls_registry.host], "caFile": str(tls_registry.ca_file)}
+    )
+    assert OciBundleResolver(settings).resolve(ref).message.startswith(b"apiVersion: v1")
 
 
 def test_cli_sign_image_uses_docker_config_credentials(

@@ -36,6 +36,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,9 @@ class Transport:
                 self._ssl.load_verify_locations(cafile=settings.ca_file)
             except (OSError, ssl.SSLError) as exc:
                 raise SourceError(f"cannot load registry CA file {settings.ca_file}: {exc}") from exc
+        self._unverified = ssl.create_default_context()
+        self._unverified.check_hostname = False
+        self._unverified.verify_mode = ssl.CERT_NONE
         self._timeout = urllib3.Timeout(
             connect=settings.connect_timeout_seconds, read=settings.read_timeout_seconds
         )
@@ -171,8 +175,21 @@ class Transport:
                     "retries": False,
                 }
                 if scheme == "https":
+                    netloc = host if port == 443 else f"{host}:{port}"
+                    unverified = netloc in self._settings.unverified_tls
+                    context = self._unverified if unverified else self._ssl
+                    if unverified:
+                        log.warning(
+                            "TLS certificate of registry %s is not checked (insecure registry)", netloc
+                        )
                     pool = urllib3.HTTPSConnectionPool(
-                        addr, port, ssl_context=self._ssl, server_hostname=host, **common
+                        addr,
+                        port,
+                        ssl_context=context,
+                        server_hostname=host,
+                        cert_reqs="CERT_NONE" if unverified else "CERT_REQUIRED",
+                        assert_hostname=False if unverified else None,
+                        **common,
                     )
                 else:
                     pool = urllib3.HTTPConnectionPool(addr, port, **common)
@@ -231,17 +248,20 @@ class Transport:
         deadline = time.monotonic() + self._settings.connect_timeout_seconds
         deadline += 3 * self._settings.read_timeout_seconds
         try:
-            raw = pool.urlopen(
-                method,
-                target,
-                body=body,
-                headers=send,
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=False,
-                decode_content=False,
-            )
+            with warnings.catch_warnings():
+                # Unverified TLS happens only when asked for, and is logged once per pool above.
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                raw = pool.urlopen(
+                    method,
+                    target,
+                    body=body,
+                    headers=send,
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    preload_content=False,
+                    decode_content=False,
+                )
         except urllib3.exceptions.SSLError as exc:
             raise SourceError(f"{what}: TLS handshake with {netloc} failed: {_short(exc)}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -331,10 +351,30 @@ class RegistryClient:
         self._clock = clock
         self._lock = threading.Lock()
         self._auth: dict[tuple[str, str], _Auth] = {}
+        self._schemes: dict[str, str] = {}
 
     def base_url(self, registry: str) -> str:
-        scheme = "http" if self.settings.is_insecure(registry) else "https"
-        return f"{scheme}://{registry}"
+        if not self.settings.is_insecure(registry):
+            return f"https://{registry}"
+        if registry.lower() not in self.settings.unverified_tls:
+            return f"http://{registry}"
+        with self._lock:
+            known = self._schemes.get(registry)
+        if known is None:
+            known = self._probe_scheme(registry)
+            with self._lock:
+                self._schemes[registry] = known
+        return f"{known}://{registry}"
+
+    def _probe_scheme(self, registry: str) -> str:
+        """HTTPS (certificates unchecked) when the registry speaks TLS, else plain HTTP."""
+        try:
+            self.transport.request(
+                "GET", f"https://{registry}/v2/", max_bytes=MAX_ERROR_BODY_BYTES, what="probe"
+            )
+        except SourceError:
+            return "http"
+        return "https"
 
     def call(
         self,

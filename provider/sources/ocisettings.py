@@ -128,6 +128,10 @@ class RegistrySettings:
     read_timeout_seconds: float = 10.0
     max_manifest_bytes: int = 1 * MiB
     max_layer_bytes: int = 8 * MiB
+    # Command line only (``sign --image --allow-insecure-registry``), never from configuration:
+    # these ``host:port`` entries are tried over HTTPS without certificate checks first, then
+    # over plain HTTP, as other registry clients do for an "insecure registry".
+    unverified_tls: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # Frozen means frozen: callers cannot add credentials behind the settings' back.
@@ -177,7 +181,8 @@ class RegistrySettings:
         """Settings for the CLI pushing to one named reference.
 
         The operator typed the destination, so it is allowed whatever its
-        address; credentials come from ``$DOCKER_CONFIG/config.json`` (or
+        address. ``insecure`` allows HTTPS without certificate checks and plain
+        HTTP for that registry. Credentials come from ``$DOCKER_CONFIG/config.json`` (or
         ``~/.docker/config.json``) when that file has them in ``auths``.
         """
         ref = parse_reference(reference)
@@ -192,6 +197,7 @@ class RegistrySettings:
         return cls(
             allow=(AllowEntry(ref.registry, ref.repository),),
             insecure=frozenset({ref.registry}) if insecure else frozenset(),
+            unverified_tls=frozenset({ref.registry}) if insecure else frozenset(),
             allow_private_networks=True,
             credentials=creds,
         )
