@@ -14,6 +14,7 @@ builds the app before forking must call its ``start()`` in each worker.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from flask import Flask
 
 from provider.config import SecretLoader, Settings, build_verifier, load_settings
 from provider.core.bundle import BundleResolver
+from provider.logs import FIELDS
 from provider.metrics import Metrics
 from provider.reload import ConfigWatcher
 from provider.service import ProviderRuntime, ProviderService
@@ -30,6 +32,8 @@ from provider.sources.cluster import ConfigMapBundleResolver, load_secret_key
 from provider.sources.oci import OciBundleResolver
 from provider.sources.resolver import DispatchingResolver
 from provider.web import EXTENSION, blueprint, register_error_handlers
+
+logger = logging.getLogger(__name__)
 
 WATCHER_EXTENSION = f"{EXTENSION}.watcher"
 
@@ -105,6 +109,20 @@ def create_app(
         return ProviderService(new, verifier, metrics=metrics, executor=executor, clock=clock)
 
     runtime = ProviderRuntime(build_service(settings), metrics=metrics)
+    logger.info(
+        "provider configured",
+        extra={
+            FIELDS: {
+                "event": "start",
+                "generation": settings.generation,
+                "config": settings.source_path,
+                "keys": [spec.name for spec in settings.key_specs],
+                "keyless_identities": len(settings.identities),
+                "registries": settings.registries is not None,
+                "deadline_ms": settings.server.deadline_milliseconds,
+            }
+        },
+    )
 
     app = Flask("provider")
     app.extensions[EXTENSION] = runtime

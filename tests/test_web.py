@@ -8,6 +8,7 @@ Go client writes them.
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import socket
 import subprocess
@@ -355,8 +356,11 @@ def test_metrics_exposition(app: Flask, good: dict[str, Any]) -> None:
         assert line in text, line
 
 
-def test_default_app_trusts_nobody() -> None:
-    app = create_app(watch=False)
+def test_default_app_trusts_nobody(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="provider.app"):
+        app = create_app(watch=False)
+    start = [r for r in caplog.records if r.getMessage() == "provider configured"]
+    assert len(start) == 1 and start[0].fields["keys"] == []  # type: ignore[attr-defined]
     obj = signed(configmap())
     response = app.test_client().post(
         "/validate", data=wire.encode_request([key_of(obj)]), content_type="application/json"
