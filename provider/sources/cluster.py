@@ -342,7 +342,8 @@ class ConfigMapBundleResolver:
 
     def _fetch(self, namespace: str, name: str, reference: str) -> SignedBundle:
         path = f"/api/v1/namespaces/{quote(namespace)}/configmaps/{quote(name)}"
-        self.fetches += 1
+        with self._lock:
+            self.fetches += 1
         try:
             doc = self.cluster.get_json(path)
         except ApiStatusError as exc:
