@@ -944,3 +944,36 @@ def test_signed_empty_containers_may_be_dropped_by_typed_kinds() -> None:
     signed_widget["metadata"]["labels"] = {}
     result = match(widget({}), [signed_widget])
     assert paths(result) == [("spec.tls", REMOVED)]
+
+
+def test_pod_resize_policy_added_by_newer_servers() -> None:
+    live = live_of("pod")
+    live["spec"]["containers"][0]["resizePolicy"] = [
+        {"resourceName": "cpu", "restartPolicy": "NotRequired"},
+        {"resourceName": "memory", "restartPolicy": "NotRequired"},
+    ]
+    assert match(live, [signed_of("pod")]).diff == ()
+    live["spec"]["containers"][0]["resizePolicy"][1]["restartPolicy"] = "RestartContainer"
+    assert paths(match(live, [signed_of("pod")])) == [("spec.containers.0.resizePolicy.1", ADDED)]
+
+
+def test_http_get_path_defaults_to_root() -> None:
+    signed = signed_of("deployment")
+    del signed["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
+    live = live_of("deployment")
+    live["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] = "/"
+    assert match(live, [signed]).diff == ()
+    live["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] = "/admin"
+    assert paths(match(live, [signed])) == [
+        ("spec.template.spec.containers.0.readinessProbe.httpGet.path", ADDED)
+    ]
+
+
+def test_unnamed_volume_source_becomes_empty_dir() -> None:
+    signed = signed_of("deployment")
+    signed["spec"]["template"]["spec"]["volumes"].append({"name": "scratch"})
+    live = live_of("deployment")
+    live["spec"]["template"]["spec"]["volumes"].append({"name": "scratch", "emptyDir": {}})
+    assert match(live, [signed]).diff == ()
+    live["spec"]["template"]["spec"]["volumes"][2] = {"name": "scratch", "emptyDir": {"medium": "Memory"}}
+    assert paths(match(live, [signed])) == [("spec.template.spec.volumes.2.emptyDir", ADDED)]

@@ -302,6 +302,12 @@ def _provisioned_volume(value: Any, ctx: Context) -> bool:
     return isinstance(uid, str) and bool(uid) and same_value(value, f"pvc-{uid}")
 
 
+RESIZE_POLICIES = (
+    {"resourceName": "cpu", "restartPolicy": "NotRequired"},
+    {"resourceName": "memory", "restartPolicy": "NotRequired"},
+)
+
+
 def _any_string(value: Any, _ctx: Context) -> bool:
     return isinstance(value, str)
 
@@ -346,6 +352,15 @@ def _pod_spec(prefix: str, *, pod: bool) -> list[Default]:
         exact(s + "volumes.*.rbd.pool", "rbd"),
         exact(s + "volumes.*.rbd.user", "admin"),
         exact(s + "volumes.*.rbd.keyring", "/etc/ceph/keyring"),
+        exact(s + "volumes.*.azureDisk.cachingMode", "ReadWrite"),
+        exact(s + "volumes.*.azureDisk.kind", "Shared"),
+        exact(s + "volumes.*.azureDisk.fsType", "ext4"),
+        exact(s + "volumes.*.azureDisk.readOnly", False),
+        exact(s + "volumes.*.scaleIO.storageMode", "ThinProvisioned"),
+        exact(s + "volumes.*.scaleIO.fsType", "xfs"),
+        exact(s + "volumes.*.projected.sources.*.serviceAccountToken.expirationSeconds", 3600),
+        # A volume that names no source becomes an emptyDir; a second source would not validate.
+        exact(s + "volumes.*.emptyDir", {}),
     ]
     for lst in _CONTAINER_LISTS:
         c = f"{s}{lst}.*."
@@ -362,16 +377,25 @@ def _pod_spec(prefix: str, *, pod: bool) -> list[Default]:
             computed(c + "ports.*.hostPort", "= containerPort when hostNetwork is true", _host_port),
             exact(c + "env.*.valueFrom.fieldRef.apiVersion", "v1"),
             exact(c + "env.*.valueFrom.resourceFieldRef.divisor", "0"),
-            exact(c + "lifecycle.postStart.httpGet.scheme", "HTTP"),
-            exact(c + "lifecycle.preStop.httpGet.scheme", "HTTP"),
         ]
+        for hook in ("postStart", "preStop"):
+            out += [
+                exact(f"{c}lifecycle.{hook}.httpGet.path", "/"),
+                exact(f"{c}lifecycle.{hook}.httpGet.scheme", "HTTP"),
+            ]
         for probe in _PROBES:
             out += [
                 exact(f"{c}{probe}.timeoutSeconds", 1),
                 exact(f"{c}{probe}.periodSeconds", 10),
                 exact(f"{c}{probe}.successThreshold", 1),
                 exact(f"{c}{probe}.failureThreshold", 3),
+                exact(f"{c}{probe}.httpGet.path", "/"),
                 exact(f"{c}{probe}.httpGet.scheme", "HTTP"),
+            ]
+        if pod and lst == "containers":
+            out += [
+                container(c + "resizePolicy", "in-place resize, from v1.33"),
+                one_of(c + "resizePolicy.*", *RESIZE_POLICIES),
             ]
         if pod:
             out += [
@@ -560,6 +584,12 @@ def _policy_types(value: Any, ctx: Context) -> bool:
 _NODE_PORTS = _service_type("NodePort", "LoadBalancer")
 
 
+def _externally_accessible(ctx: Context) -> bool:
+    return _NODE_PORTS(ctx) or (
+        ctx.live_at(("spec", "type")) == "ClusterIP" and bool(ctx.live_at(("spec", "externalIPs")))
+    )
+
+
 def _client_ip_affinity(ctx: Context) -> bool:
     return bool(ctx.live_at(("spec", "sessionAffinity")) == "ClientIP")
 
@@ -573,7 +603,13 @@ def _service() -> list[Default]:
     return [
         exact("spec.type", "ClusterIP"),
         exact("spec.sessionAffinity", "None"),
-        exact("spec.internalTrafficPolicy", "Cluster"),
+        computed(
+            "spec.internalTrafficPolicy",
+            "Cluster (ClusterIP, NodePort, LoadBalancer)",
+            _when(
+                _service_type("ClusterIP", "NodePort", "LoadBalancer"), lambda v, _c: same_value(v, "Cluster")
+            ),
+        ),
         exact("spec.ports.*.protocol", "TCP"),
         computed("spec.ports.*.targetPort", "= port", _equals_sibling("port")),
         computed(
@@ -587,8 +623,8 @@ def _service() -> list[Default]:
         ),
         computed(
             "spec.externalTrafficPolicy",
-            "Cluster (NodePort, LoadBalancer)",
-            _when(_NODE_PORTS, lambda v, _c: same_value(v, "Cluster")),
+            "Cluster (NodePort, LoadBalancer, or with externalIPs)",
+            _when(_externally_accessible, lambda v, _c: same_value(v, "Cluster")),
         ),
         computed(
             "spec.allocateLoadBalancerNodePorts",
@@ -715,7 +751,8 @@ _TABLE: tuple[KindDefaults, ...] = (
             exact("spec.replicas", 1),
             exact("spec.revisionHistoryLimit", 10),
             exact("spec.podManagementPolicy", "OrderedReady"),
-            *_rolling("spec.updateStrategy", partition=0),
+            # maxUnavailable only with the MaxUnavailableStatefulSet feature gate.
+            *_rolling("spec.updateStrategy", partition=0, maxUnavailable=1),
             container("spec.persistentVolumeClaimRetentionPolicy"),
             exact("spec.persistentVolumeClaimRetentionPolicy.whenDeleted", "Retain"),
             exact("spec.persistentVolumeClaimRetentionPolicy.whenScaled", "Retain"),
