@@ -122,6 +122,10 @@ def parse_reference(text: str) -> Reference:
                 "lower-case alphanumerics with single separators"
             )
     registry = registry.lower()
+    if registry in ("index.docker.io", "registry-1.docker.io"):
+        registry = DOCKER_HUB
+    if registry == DOCKER_HUB and "/" not in path:
+        path = f"library/{path}"  # Docker Hub's official images live under library/
     if len(registry) + 1 + len(path) > MAX_NAME_CHARS:
         raise FormatError(f"image reference {shown!r}: name longer than {MAX_NAME_CHARS} characters")
     if tag is None and digest is None:
