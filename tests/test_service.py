@@ -422,3 +422,33 @@ def test_content_the_verifier_cannot_take_is_an_item_error(good: dict[str, Any])
     assert item["value"] is None
     assert item["error"] == "object cannot be checked: value at data.x cannot be compared"
     assert len(svc.cache) == 0
+
+
+def test_concurrent_requests_share_one_service_safely(good: dict[str, Any]) -> None:
+    # A small cache forces evictions while threads read and write it.
+    metrics = Metrics()
+    svc = make_service(settings_with("alice", config={"cache": {"entries": 3}}), metrics=metrics)
+    objects = [signed(configmap(name=f"c{i}")) for i in range(6)]
+    keys = [key_of(o) for o in objects] + [key_of(tampered(objects[0]))]
+    expected = ["VERIFIED"] * 6 + ["MANIFEST_MISMATCH"]
+    failures: list[str] = []
+
+    def client(offset: int) -> None:
+        for round_ in range(15):
+            order = keys[(offset + round_) % len(keys) :] + keys[: (offset + round_) % len(keys)]
+            answer = svc.answer(order)
+            got = {i["key"]: i["value"]["reason"] for i in items_of(answer)}
+            if answer.system_error or got != dict(zip(keys, expected, strict=True)):
+                failures.append(f"thread {offset} round {round_}: {answer.system_error or got}")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures
+    answered = sample(metrics, "manifest_provider_cache_hits_total") + sample(
+        metrics, "manifest_provider_cache_misses_total"
+    )
+    assert answered == 8 * 15 * len(keys)
+    assert len(svc.cache) <= 3
