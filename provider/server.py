@@ -29,6 +29,7 @@ import datetime
 import errno
 import logging
 import ssl
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,18 +117,23 @@ class ServerOptions:
 
 
 class JsonGunicornLogger(GunicornLogger):  # type: ignore[misc]
-    """gunicorn's logger with JSON lines for both the error and the access log."""
+    """gunicorn's logger with JSON lines on stderr for both the error and the access log.
+
+    (gunicorn sends its access log to stdout; stdout is kept for what ``serve`` prints.)
+    """
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
         for logger in (self.error_log, self.access_log):
             for handler in logger.handlers:
                 handler.setFormatter(JsonFormatter())
+                if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+                    handler.setStream(sys.stderr)
 
     def access(
         self, resp: Any, req: Any, environ: Mapping[str, Any], request_time: datetime.timedelta
     ) -> None:
-        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.logconfig_dict or self.cfg.syslog):
+        if not self.access_log_enabled:
             return
         status = getattr(resp, "status_code", None)
         if status is None:

@@ -477,3 +477,17 @@ def test_dns_name_pin_matching() -> None:
         client_dns_names({"subjectAltName": (("IP Address", "10.0.0.1"),)}), ["10.0.0.1"]
     )
     assert client_dns_names(None) == ()
+
+
+def test_logs_are_json_lines_with_one_access_line_per_request(provider: ProviderProcess) -> None:
+    provider.ask([])
+    time.sleep(0.3)
+    records = [orjson.loads(line) for line in provider.logs().splitlines() if line.strip()]
+    access = [r for r in records if r.get("logger") == "gunicorn.access"]
+    assert any(
+        r.get("method") == "POST" and r.get("path") == "/validate" and r.get("status") == 200 for r in access
+    )
+    # stdout holds what serve prints for people, nothing else.
+    assert provider.stdout_path.read_text().splitlines() == [
+        f"manifest-provider: serving verdicts on {provider.verdict_url}"
+    ]
