@@ -9,8 +9,10 @@ serve:
 
 test:
 	@scripts/bootstrap --test
-	.venv/bin/ruff check provider tests benchmarks
-	.venv/bin/ruff format --check provider tests benchmarks
+	.venv/bin/ruff check provider tests benchmarks rego deploy/sync-templates
+	.venv/bin/ruff format --check provider tests benchmarks rego deploy/sync-templates
+	.venv/bin/python rego/build.py --check
+	.venv/bin/python deploy/sync-templates --check
 	.venv/bin/mypy
 	.venv/bin/pytest -n 2 -q
 

@@ -509,7 +509,7 @@ class OpaEngine:
 
     def __init__(self, template: Template, external_data: ExternalData):
         try:
-            from opa_bindings import OpaEngine as _Opa  # type: ignore[import-untyped]
+            from opa_bindings import OpaEngine as _Opa
         except ImportError as exc:
             raise InputError("the opa-golib-python-bindings package is required") from exc
         if template.rego_version != "v1":

@@ -139,7 +139,7 @@ class Verifier:
         #     as in k8s-manifest-sigstore.
         rules = self.rules + tuple(extra_rules)
         try:
-            references = bundle_refs(annotations, domain=self.domain)
+            references = bundle_refs(annotations, domain=self.domain, limits=self.limits)
             embedded = None if references else self._embedded(annotations)
         except FormatError as exc:
             return self._format_verdict(ref, exc, "signature material")
