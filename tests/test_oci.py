@@ -942,6 +942,32 @@ def test_trickling_server_meets_the_request_deadline(fake: FakeRegistry) -> None
     assert time.monotonic() - started < 3
 
 
+@pytest.mark.parametrize(
+    ("token_body", "message"),
+    [
+        (b"not json", "invalid JSON"),
+        (b'{"token": "has spaces and\\r\\nheaders"}', "no usable token"),
+        (b'{"expires_in": 60}', "no usable token"),
+        (b'{"token": "' + b"a" * 70_000 + b'"}', "65536"),
+    ],
+)
+def test_bad_token_answers_are_transient(fake: FakeRegistry, token_body: bytes, message: str) -> None:
+    def challenge(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(401)
+        h.send_header("WWW-Authenticate", f'Bearer realm="http://{fake.host}/token",service="fake"')
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    fake.routes["/v2/app/manifests/v1"] = challenge
+    fake.serve(
+        "/token?service=fake&scope=repository%3Aapp%3Apull", token_body, content_type="application/json"
+    )
+    with pytest.raises(SourceError, match=message) as info:
+        OciBundleResolver(fake.settings()).resolve(f"{fake.host}/app:v1")
+    assert not isinstance(info.value, FormatError)
+    assert "has spaces" not in str(info.value)
+
+
 def test_failures_are_not_cached(fake: FakeRegistry) -> None:
     resolver = OciBundleResolver(fake.settings())
     with pytest.raises(SourceError):

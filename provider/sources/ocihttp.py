@@ -450,9 +450,12 @@ class RegistryClient:
                 raise ReferenceNotAllowedError(f"{what}: token realm of {registry} is plain HTTP; refused")
             basic = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
             headers["Authorization"] = f"Basic {basic}"
-        resp = self.transport.request(
-            "GET", url, headers=headers, max_bytes=MAX_TOKEN_RESPONSE_BYTES, what=f"{what} (token)"
-        )
+        try:
+            resp = self.transport.request(
+                "GET", url, headers=headers, max_bytes=MAX_TOKEN_RESPONSE_BYTES, what=f"{what} (token)"
+            )
+        except FormatError as exc:  # an oversized token answer is the registry's fault, not the object's
+            raise SourceError(exc.diagnostics()) from exc
         if resp.status != 200:
             raise SourceError(
                 f"{what}: token endpoint {realm_parts.netloc} answered {resp.status} for scope {scope}"
