@@ -12,6 +12,7 @@ import base64
 import http.client
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -192,6 +193,31 @@ def test_insecure_plain_http_with_an_extra_key(
     assert verdict["reason"] == "VERIFIED" and verdict["signers"][0]["name"] == "extra"
     assert "INSECURE" in (tmp_path / "serve.err").read_text()
     assert not (tmp_path / "unused-certs").exists()
+
+    # SIGTERM while a batch is being checked: the answer is still complete, then a clean exit.
+    many = [encode_key(o) for o in _signed_configmaps(key, 300)]
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn.request("POST", "/validate", body=encode_request([]), headers={"Content-Type": "application/json"})
+    conn.getresponse().read()  # the connection is accepted and kept alive
+    conn.request("POST", "/validate", body=encode_request(many), headers={"Content-Type": "application/json"})
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    response = conn.getresponse()
+    answer = orjson.loads(response.read())
+    assert response.status == 200 and answer["response"]["systemError"] == ""
+    assert len(answer["response"]["items"]) == 300
+    assert proc.wait(timeout=30) == 0
+
+
+def _signed_configmaps(key: PrivateKey, count: int) -> list[dict[str, Any]]:
+    text = b"\n---\n".join(
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{i}\n  namespace: a\ndata:\n  k: v\n".encode()
+        for i in range(count)
+    )
+    # One signature per object, as separately signed files would carry.
+    return [
+        load_documents(sign_documents(doc, key), limits=DEFAULT_LIMITS)[0] for doc in text.split(b"\n---\n")
+    ]
 
 
 def test_configuration_errors_are_all_listed(tmp_path: Path) -> None:
