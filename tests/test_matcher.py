@@ -977,3 +977,44 @@ def test_unnamed_volume_source_becomes_empty_dir() -> None:
     assert match(live, [signed]).diff == ()
     live["spec"]["template"]["spec"]["volumes"][2] = {"name": "scratch", "emptyDir": {"medium": "Memory"}}
     assert paths(match(live, [signed])) == [("spec.template.spec.volumes.2.emptyDir", ADDED)]
+
+
+def test_hpa_behavior_defaults_fill_only_a_signed_behavior() -> None:
+    signed = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "maxReplicas": 5,
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}},
+        },
+    }
+    live = copy.deepcopy(signed)
+    live["spec"]["minReplicas"] = 1
+    live["spec"]["metrics"] = [
+        {
+            "type": "Resource",
+            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+        }
+    ]
+    live["spec"]["behavior"] = {
+        "scaleDown": {
+            "policies": [{"periodSeconds": 15, "type": "Percent", "value": 100}],
+            "selectPolicy": "Max",
+            "stabilizationWindowSeconds": 60,
+        },
+        "scaleUp": {
+            "policies": [
+                {"periodSeconds": 15, "type": "Pods", "value": 4},
+                {"periodSeconds": 15, "type": "Percent", "value": 100},
+            ],
+            "selectPolicy": "Max",
+            "stabilizationWindowSeconds": 0,
+        },
+    }
+    assert match(live, [signed]).diff == ()
+    live["spec"]["behavior"]["scaleUp"]["policies"][0]["value"] = 400
+    assert paths(match(live, [signed])) == [("spec.behavior.scaleUp.policies", ADDED)]
+    live["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] = 5
+    assert ("spec.metrics", ADDED) in paths(match(live, [signed]))

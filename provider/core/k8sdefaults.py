@@ -704,6 +704,38 @@ def _network_policy() -> list[Default]:
     ]
 
 
+def _hpa() -> list[Default]:
+    def rules(direction: str, policies: list[dict[str, Any]], window: int | None) -> list[Default]:
+        b = f"spec.behavior.{direction}"
+        out = [
+            container(b, "when a behavior is signed"),
+            exact(b + ".selectPolicy", "Max"),
+            exact(b + ".policies", policies),
+        ]
+        if window is not None:
+            out.append(exact(b + ".stabilizationWindowSeconds", window))
+        return out
+
+    cpu_80 = {
+        "type": "Resource",
+        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+    }
+    return [
+        exact("spec.minReplicas", 1),
+        exact("spec.metrics", [cpu_80]),
+        *rules(
+            "scaleUp",
+            [
+                {"type": "Pods", "value": 4, "periodSeconds": 15},
+                {"type": "Percent", "value": 100, "periodSeconds": 15},
+            ],
+            0,
+        ),
+        # The scale-down window stays unset: the controller's command line decides it.
+        *rules("scaleDown", [{"type": "Percent", "value": 100, "periodSeconds": 15}], None),
+    ]
+
+
 _PVC_QUANTITIES = ["spec.resources.requests.*", "spec.resources.limits.*"]
 
 
@@ -814,6 +846,7 @@ _TABLE: tuple[KindDefaults, ...] = (
         ],
     ),
     _kind("networking.k8s.io", "NetworkPolicy", _network_policy()),
+    _kind("autoscaling", "HorizontalPodAutoscaler", _hpa()),
     _kind("", "ResourceQuota", [], ["spec.hard.*"]),
     _kind(
         "",
