@@ -405,3 +405,29 @@ def test_api_client_uses_kubeconfig_outside_a_cluster(
     assert fake.requests[-1].authorized
     with pytest.raises(ConfigError, match="no Kubernetes credentials"):
         api_client(kubeconfig=str(tmp_path / "missing"))
+
+
+def test_api_client_prefers_in_cluster_credentials(tmp_path: Any, monkeypatch: Any) -> None:
+    """In a pod (service host set, token and CA mounted) the kubeconfig is not read.
+
+    The mounted files are written under tmp_path; the loader's file names are pointed there.
+    """
+    from kubernetes.config import incluster_config
+
+    token = tmp_path / "token"
+    token.write_text("in-cluster-token")
+    ca = tmp_path / "ca.crt"
+    from provider.certs import generate_ca
+
+    ca.write_bytes(generate_ca().certificate_pem())
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "does-not-exist"))
+    api = api_client()
+    assert api.configuration.host == "https://10.0.0.1:443"
+    assert api.configuration.ssl_ca_cert == str(ca)
+    # An explicit kubeconfig still wins over the pod's credentials.
+    with pytest.raises(ConfigError, match="kubeconfig unusable"):
+        api_client(kubeconfig=str(tmp_path / "does-not-exist"))
