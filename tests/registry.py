@@ -404,14 +404,18 @@ def start_registry(
 
 
 def _wait_ready(reg: RunningRegistry, *, timeout: float = 10.0) -> bool:
+    """True once this process logged that it listens on its port and the port answers.
+
+    The log line proves the port is ours: a neighbour that took the port first makes our
+    process exit instead.
+    """
     deadline = time.monotonic() + timeout
+    marker = f"listening on 127.0.0.1:{reg.port}"
     while time.monotonic() < deadline:
         if reg.process.poll() is not None:
             return False
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", reg.port), timeout=0.5):
-            # The port answers; make sure it is this process (not a racing neighbour).
-            time.sleep(0.05)
-            if reg.process.poll() is None:
+        if marker in reg.log_file.read_text(errors="replace"):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", reg.port), timeout=0.5):
                 return True
         time.sleep(0.05)
     return False
