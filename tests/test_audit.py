@@ -351,3 +351,25 @@ def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
     shown = os.read(master, 1024).decode()
     os.close(master)
     assert "audit: 3 checked" in shown and "5 checked of 5" in shown
+
+
+def test_secret_held_keys_in_the_configuration(
+    fake: FakeApiServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config key `secret: k8s://keys/release` is read from the cluster with the auditor's credentials."""
+    pem = b64_pem(KMS / "pkg/k8smanifest/testdata/testpub")
+    fake.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"namespace": "keys", "name": "release"},
+            "data": {"cosign.pub": base64.b64encode(pem).decode()},
+        }
+    )
+    fake.add(live(CM_SIGNED, "demo"))
+    config = tmp_path / "config.yaml"
+    config.write_text("keys:\n  - name: release\n    secret: k8s://keys/release\n")
+    code, out, err = audit(capsys, "--config", str(config), "--kind", "ConfigMap", "-n", "demo")
+    assert code == 0, err
+    assert "verified" in out and "release" in out
+    assert "/api/v1/namespaces/keys/secrets/release" in fake.paths()

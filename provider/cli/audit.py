@@ -30,7 +30,7 @@ from provider.config import Settings, load_settings
 from provider.core.bundle import BundleResolver
 from provider.core.verifier import TrustPolicy, Verifier
 from provider.errors import ConfigError, ManifestProviderError
-from provider.sources.cluster import ClusterClient, ConfigMapBundleResolver, api_client
+from provider.sources.cluster import ClusterClient, ConfigMapBundleResolver, api_client, load_secret_key
 from provider.sources.oci import OciBundleResolver
 from provider.sources.resolver import DispatchingResolver
 
@@ -148,7 +148,8 @@ def _verifier(args: argparse.Namespace, cluster: ClusterClient) -> Verifier:
         if not keys:
             raise ConfigError(["no trust given: pass --config FILE and/or --key NAME=PATH"])
         return Verifier(TrustPolicy(keys=keys))
-    settings = load_settings(args.config)
+    # Secret-held keys (k8s://NAMESPACE/SECRET) are read with the auditor's own credentials.
+    settings = load_settings(args.config, secret_loader=lambda ref: load_secret_key(ref, cluster=cluster))
     trust = settings.trust
     names = {k.name for k in trust.keys}
     clash = sorted(k.name for k in keys if k.name in names)
