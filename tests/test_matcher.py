@@ -1018,3 +1018,15 @@ def test_hpa_behavior_defaults_fill_only_a_signed_behavior() -> None:
     assert paths(match(live, [signed])) == [("spec.behavior.scaleUp.policies", ADDED)]
     live["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] = 5
     assert ("spec.metrics", ADDED) in paths(match(live, [signed]))
+
+
+def test_byte_fields_compare_as_canonical_base64() -> None:
+    signed = signed_of("secret")
+    signed["data"]["password"] = "czNjcjN0LXBh\nc3N3MHJk\n"  # a folded YAML block
+    assert match(live_of("secret"), [signed]).diff == ()
+    cm_signed = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "n"}}
+    cm_signed["binaryData"] = {"blob": "AAEC\nAwQ="}
+    cm_live = {**cm_signed, "binaryData": {"blob": "AAECAwQ="}}
+    assert match(cm_live, [cm_signed]).diff == ()
+    cm_live["binaryData"] = {"blob": "AAECAwU="}
+    assert paths(match(cm_live, [cm_signed])) == [("binaryData.blob", CHANGED)]

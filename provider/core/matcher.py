@@ -28,6 +28,7 @@ which repeats them) are never shown in a diff: they read ``<redacted>``.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -168,7 +169,7 @@ def diff_objects(
 ) -> tuple[tuple[DiffEntry, ...], int]:
     """Differences between ``signed`` and ``live`` (first ``limits.max_diff_entries``) and how many more."""
     is_secret = ref.group == "" and ref.kind == "Secret"
-    norm_signed = _normalise_signed(signed, is_secret=is_secret)
+    norm_signed = _normalise_signed(signed, ref=ref)
     walker = _Walker(
         matcher=PathMatcher(patterns),
         table=table_for(ref.group, ref.kind),
@@ -195,9 +196,27 @@ def _json_key(key: Any) -> str:
     return str(key)
 
 
-def _normalise_signed(signed: Mapping[str, Any], *, is_secret: bool) -> Mapping[str, Any]:
+def _canonical_base64(value: Any) -> Any:
+    """Byte fields come back as canonical base64: the server's decoder skips line breaks."""
+    if not isinstance(value, str):
+        return value
+    compact = value.replace("\r", "").replace("\n", "")
+    try:
+        raw = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        return value  # not base64: the server would reject it; compare as written
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _normalise_signed(signed: Mapping[str, Any], *, ref: ObjectRef) -> Mapping[str, Any]:
     """Fold representation changes the API server makes into the signed side."""
     out: dict[str, Any] = {_json_key(k): v for k, v in signed.items()}
+    is_secret = ref.group == "" and ref.kind == "Secret"
+    bytes_field = (
+        "data" if is_secret else "binaryData" if ref.group == "" and ref.kind == "ConfigMap" else None
+    )
+    if bytes_field and isinstance(out.get(bytes_field), Mapping):
+        out[bytes_field] = {_json_key(k): _canonical_base64(v) for k, v in out[bytes_field].items()}
     if is_secret and isinstance(out.get("stringData"), Mapping):
         # The server merges stringData into data (stringData wins) and never returns it.
         data = out.get("data")
