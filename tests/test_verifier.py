@@ -539,13 +539,13 @@ def test_something_that_is_not_an_object_is_an_input_error(obj: Any) -> None:
         verifier_for("release").verify(obj)
 
 
-def test_deeply_nested_object_is_an_input_error() -> None:
-    obj: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
-    node = obj
+def test_deeply_nested_signed_object_is_an_input_error_not_a_crash() -> None:
+    obj = signed(DEPLOYMENT)[0]
+    node = obj["spec"]
     for _ in range(500):
         node["d"] = {}
         node = node["d"]
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="deep"):
         verifier_for("release").verify(obj)
 
 

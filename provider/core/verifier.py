@@ -31,7 +31,6 @@ from provider.core.keys import PublicKey
 from provider.core.limits import DEFAULT_LIMITS, Limits
 from provider.core.matcher import MatchResult, match_object, object_ref
 from provider.core.message import manifests_from_message
-from provider.core.safeyaml import check_value
 from provider.core.trustroot import TrustedRoot
 from provider.core.verdict import BundleInfo, ObjectRef, Reason, Signer, SignerKind, Verdict
 from provider.errors import (
@@ -194,10 +193,9 @@ class Verifier:
             raise InputError("object has no metadata mapping")
         if namespace is not None and not isinstance(namespace, str):
             raise InputError("namespace must be a string")
-        try:
-            check_value(obj, limits=self.limits)
-        except FormatError as exc:
-            raise InputError(f"object: {exc.diagnostics()}") from exc
+        # Size and node counts of the object are bounded where it is read (the
+        # wire envelope, the CLI's YAML loader); nesting depth is bounded by the
+        # matcher, so the object is not walked an extra time here.
         ref = object_ref(obj, namespace=namespace)
         raw = metadata.get("annotations") or {}
         if not isinstance(raw, Mapping):
@@ -278,9 +276,12 @@ class Verifier:
             )
 
         # (4) Match the object to what was signed.
-        result: MatchResult = match_object(
-            obj, manifests, rules=rules, namespace=namespace, limits=self.limits
-        )
+        try:
+            result: MatchResult = match_object(
+                obj, manifests, rules=rules, namespace=namespace, limits=self.limits
+            )
+        except LimitExceededError as exc:
+            raise InputError(f"object: {exc.diagnostics()}") from exc
         by = _signed_by(signer_tuple)
         if result.manifest is None:
             return Verdict(
