@@ -47,7 +47,13 @@ from provider.sources.oci import (
     signature_tag,
     simple_signing_payload,
 )
-from provider.sources.ocihttp import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, RegistryClient, Transport
+from provider.sources.ocihttp import (
+    MEDIA_DOCKER_MANIFEST,
+    MEDIA_OCI_INDEX,
+    MEDIA_OCI_MANIFEST,
+    RegistryClient,
+    Transport,
+)
 from tests.registry import RunningRegistry, have_registry, make_ca, registry_fixture
 from tests.sigstorekit import SigstoreKit
 
@@ -566,6 +572,41 @@ def test_missing_signature_gives_no_signature_sets(plain: RunningRegistry) -> No
     assert bundle.signature_sets == () and bundle.message == MESSAGE and bundle.manifest_digest == digest
 
 
+def test_docker_v2_manifest(plain: RunningRegistry, signing_key: PrivateKey) -> None:
+    settings = settings_for(plain)
+    name = repo("dockerv2")
+    client = RegistryClient(settings)
+    layer = client.upload_blob(plain.host, name, MESSAGE)
+    config = b'{"rootfs":{"type":"layers","diff_ids":[]}}'
+    client.upload_blob(plain.host, name, config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_DOCKER_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": len(config),
+                "digest": sha(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar",
+                    "size": len(MESSAGE),
+                    "digest": layer,
+                }
+            ],
+        },
+        indent=3,
+    ).encode()
+    digest = client.put_manifest(plain.host, name, "v1", manifest, MEDIA_DOCKER_MANIFEST)
+    ref = f"{plain.host}/{name}:v1"
+    payload = simple_signing_payload(parse_reference(ref), digest)
+    push_signature(ref, digest, payload, signing_key.sign(payload), settings=settings)
+    bundle = OciBundleResolver(settings).resolve(ref)
+    assert bundle.message == MESSAGE and bundle.manifest_digest == digest == sha(manifest)
+    check_signature(bundle, signing_key, digest)
+
+
 def test_missing_image_is_transient(plain: RunningRegistry) -> None:
     with pytest.raises(SourceError, match="404"):
         OciBundleResolver(settings_for(plain)).resolve(f"{plain.host}/{repo('absent')}:v1")
@@ -966,6 +1007,13 @@ def test_bad_token_answers_are_transient(fake: FakeRegistry, token_body: bytes, 
         OciBundleResolver(fake.settings()).resolve(f"{fake.host}/app:v1")
     assert not isinstance(info.value, FormatError)
     assert "has spaces" not in str(info.value)
+
+
+def test_large_error_bodies_are_cut_not_limit_errors(fake: FakeRegistry) -> None:
+    fake.serve("/v2/app/manifests/v1", b'{"errors":[{"code":"DENIED"}]}' + b" " * 100_000, status=403)
+    with pytest.raises(SourceError, match="403") as info:
+        OciBundleResolver(fake.settings()).resolve(f"{fake.host}/app:v1")
+    assert not isinstance(info.value, FormatError)
 
 
 def test_failures_are_not_cached(fake: FakeRegistry) -> None:

@@ -268,18 +268,32 @@ class Transport:
             raise SourceError(f"{what}: request to {netloc} failed: {_short(exc)}") from exc
         try:
             resp_headers = {k.lower(): v for k, v in raw.headers.items()}
-            limit = max_bytes if 200 <= raw.status < 300 else MAX_ERROR_BODY_BYTES
-            data = b"" if method == "HEAD" else self._read(raw, limit, deadline, what=what, netloc=netloc)
+            if method == "HEAD":
+                data = b""
+            elif 200 <= raw.status < 300:
+                data = self._read(raw, max_bytes, deadline, what=what, netloc=netloc)
+            else:
+                # Error bodies only feed the error message: keep their start, drop the rest.
+                data = self._read(
+                    raw, MAX_ERROR_BODY_BYTES, deadline, what=what, netloc=netloc, truncate=True
+                )
         finally:
             raw.release_conn()
         return Response(raw.status, resp_headers, data, url)
 
     def _read(
-        self, raw: urllib3.BaseHTTPResponse, limit: int, deadline: float, *, what: str, netloc: str
+        self,
+        raw: urllib3.BaseHTTPResponse,
+        limit: int,
+        deadline: float,
+        *,
+        what: str,
+        netloc: str,
+        truncate: bool = False,
     ) -> bytes:
         declared = raw.headers.get("Content-Length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            raw.drain_conn() if int(declared) <= MAX_ERROR_BODY_BYTES else raw.close()
+        if not truncate and declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            raw.close()
             raise LimitExceededError(
                 f"{what}: {netloc} announced {int(declared)} bytes; the limit is {limit}"
             )
@@ -294,6 +308,9 @@ class Transport:
                 total += len(chunk)
                 if total > limit:
                     raw.close()
+                    if truncate:
+                        chunks.append(chunk[: len(chunk) - (total - limit)])
+                        break
                     raise LimitExceededError(f"{what}: {netloc} sent more than {limit} bytes")
                 if time.monotonic() > deadline:
                     raw.close()
