@@ -1030,3 +1030,34 @@ def test_byte_fields_compare_as_canonical_base64() -> None:
     assert match(cm_live, [cm_signed]).diff == ()
     cm_live["binaryData"] = {"blob": "AAECAwU="}
     assert paths(match(cm_live, [cm_signed])) == [("binaryData.blob", CHANGED)]
+
+
+def test_unsigned_cluster_ip_must_be_an_address() -> None:
+    live = live_of("service")
+    live["spec"]["clusterIP"] = "None"
+    live["spec"]["clusterIPs"] = ["None"]
+    assert paths(match(live, [signed_of("service")])) == [("spec.clusterIP", ADDED)]
+    live["spec"]["clusterIP"] = live["spec"]["clusterIPs"][0] = "fd00:10:96::a"
+    assert match(live, [signed_of("service")]).diff == ()
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("web-shop.apps.example.com", True),
+        ("login.example.com", False),
+        ("web-shop.", False),
+        ("web-shopx.apps.example.com", False),
+    ],
+)
+def test_route_host_only_the_generated_one(host: str, ok: bool) -> None:
+    signed = {
+        "apiVersion": "route.openshift.io/v1",
+        "kind": "Route",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"to": {"kind": "Service", "name": "web"}},
+    }
+    live = copy.deepcopy(signed)
+    live["spec"].update(host=host, wildcardPolicy="None")
+    live["spec"]["to"]["weight"] = 100
+    assert (match(live, [signed]).diff == ()) is ok
