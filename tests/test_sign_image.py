@@ -278,6 +278,52 @@ def test_cli_sign_image_uses_docker_config_credentials(
     assert "requires authentication" in err and "push-pw" not in err
 
 
+def test_keyless_signed_bundle_verifies_through_the_verifier(registry: RunningRegistry) -> None:
+    """A keyless signature on the .sig image (certificate, chain, Rekor bundle) verifies end to end."""
+    from provider.core.keyless import KeylessIdentity
+    from provider.core.trustroot import TrustedRoot
+    from provider.sources.oci import push_signature, simple_signing_payload
+    from tests.sigstorekit import SigstoreKit
+
+    ref = f"{registry.host}/bundles/keyless:v1"
+    key = PrivateKey.generate()  # an untrusted keyed signature sits next to the keyless one
+    digest = push_signed_bundle(ref, MANIFESTS, key, settings=RegistrySettings.for_push(ref, insecure=True))
+    kit = SigstoreKit.create()
+    payload = simple_signing_payload(parse_reference(ref), digest)
+    material = kit.sign(payload, identity="release@example.com")
+    push_signature(
+        ref,
+        digest,
+        payload,
+        material.signature,
+        settings=RegistrySettings.for_push(ref, insecure=True),
+        certificate=material.certificate_pem,
+        chain=material.chain_pem,
+        rekor_bundle=material.rekor_bundle_json,
+    )
+    obj = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "settings",
+            "namespace": "team",
+            "annotations": {"cosign.sigstore.dev/resourceBundleRef": ref},
+        },
+        "data": {"color": "blue"},
+    }
+    root = TrustedRoot.from_json(kit.trusted_root_json())
+    resolver = OciBundleResolver(pull_settings(registry))
+
+    def verdict_for(subject: str) -> Any:
+        identity = KeylessIdentity(issuer="https://oauth2.sigstore.test/auth", subject=subject)
+        trust = TrustPolicy(identities=(identity,), trusted_root=root)
+        return Verifier(trust, resolver=resolver).verify(obj)
+
+    verdict = verdict_for("release@example.com")
+    assert verdict.reason is Reason.VERIFIED, verdict.to_json()
+    assert verdict_for("someone-else@example.com").reason is Reason.UNTRUSTED_SIGNER
+
+
 def test_reference_parsing_matches_what_sign_writes(registry: RunningRegistry) -> None:
     ref = parse_reference(f"{registry.host}/bundles/cli:v1")
     assert ref.name == f"{registry.host}/bundles/cli" and ref.tag == "v1"
