@@ -14,6 +14,7 @@ from provider.core.ignore import (
     ObjectSelector,
     PathMatcher,
     default_ignore_rules,
+    effective_rules,
     glob_match,
     parse_ignore_fields,
     patterns_for,
@@ -352,3 +353,11 @@ def test_many_patterns_over_a_wide_object_stay_fast() -> None:
         child, _ = matcher.step(state, i)
         assert matcher.step(child, "field7")[1] is True
         assert matcher.step(child, "other")[1] is False
+
+
+def test_effective_rules() -> None:
+    configured = parse_ignore_fields([{"fields": ["data.key2"]}], where="x")
+    assert effective_rules(configured) == (*DEFAULT_IGNORE_RULES, *configured)
+    assert effective_rules(configured, builtin=False) == configured
+    custom = effective_rules((), domain="sig.example.org")
+    assert custom == default_ignore_rules("sig.example.org") != DEFAULT_IGNORE_RULES

@@ -285,6 +285,15 @@ def default_ignore_rules(domain: str = DEFAULT_DOMAIN) -> tuple[IgnoreRule, ...]
 DEFAULT_IGNORE_RULES: tuple[IgnoreRule, ...] = default_ignore_rules(DEFAULT_DOMAIN)
 
 
+def effective_rules(
+    configured: Iterable[IgnoreRule], *, builtin: bool = True, domain: str = DEFAULT_DOMAIN
+) -> tuple[IgnoreRule, ...]:
+    """The rules in force: the built-ins for ``domain`` (unless turned off), then the configured ones."""
+    if not builtin:
+        log.warning("built-in ignore rules are off: server bookkeeping fields will be compared")
+    return (default_ignore_rules(domain) if builtin else ()) + tuple(configured)
+
+
 def patterns_for(rules: Iterable[IgnoreRule], ref: ObjectRef) -> tuple[str, ...]:
     """The field patterns in effect for ``ref``, de-duplicated, in rule order."""
     seen: dict[str, None] = {}
