@@ -14,7 +14,7 @@ Each entry is a path pattern (``*`` is one key or list index) and a check. A
 whole (``strategy``, ``tolerations``); its contents are then checked entry by
 entry, so ``strategy: {type: Recreate}`` added where none was signed fails.
 
-Kinds not in the table (CustomResourceDefinitions, unknown versions of a
+Kinds not in the table (custom resources, a built-in kind name in another
 group) are compared strictly, apart from the ignore rules.
 """
 
