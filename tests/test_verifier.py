@@ -441,7 +441,26 @@ def test_referenced_bundle_verifies_and_reports_the_resolved_digest() -> None:
     assert verdict.verified, verdict.message
     assert verdict.bundle is not None
     assert verdict.bundle.source == "oci"
-    assert verdict.bundle.resolved == f"registry.example.com/bundles/shop:v1@{digest}"
+    assert verdict.bundle.resolved == f"registry.example.com/bundles/shop@{digest}"
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "localhost:5000/bundles/shop:v1",
+        "localhost:5000/bundles/shop",
+        "localhost:5000/bundles/shop@sha256:" + "ab" * 32,
+        "localhost:5000/bundles/shop:v1@sha256:" + "ab" * 32,
+    ],
+)
+def test_resolved_reference_is_the_repository_at_the_pulled_digest(reference: str) -> None:
+    doc = yaml.safe_load(DEPLOYMENT)
+    digest = "sha256:" + "ab" * 32
+    bundle = _oci_bundle(reference, build_message([doc]), named_digest=digest, manifest_digest=digest)
+    annotations(doc)[REF] = reference
+    verdict = verifier_for("release", resolver=InMemoryBundles({reference: bundle})).verify(doc)
+    assert verdict.bundle is not None
+    assert verdict.bundle.resolved == f"localhost:5000/bundles/shop@{digest}"
 
 
 def test_signature_of_another_image_is_not_accepted() -> None:

@@ -239,7 +239,7 @@ class Verifier:
         digest = "sha256:" + hashlib.sha256(bundle.message).hexdigest()
         resolved = None
         if bundle.manifest_digest:
-            resolved = f"{bundle.reference.split('@')[0]}@{bundle.manifest_digest}"
+            resolved = f"{_repository(bundle.reference)}@{bundle.manifest_digest}"
         info = BundleInfo(bundle.source.value, bundle.reference, digest, resolved)
 
         # (2) Check every signature set over the exact bytes it covers.
@@ -418,6 +418,14 @@ def _check_simple_signing(payload: bytes, manifest_digest: str | None) -> None:
             f"signature is for image {str(named)[:80]}, but the bundle pulled is {manifest_digest}: "
             "a signature of another image"
         )
+
+
+def _repository(reference: str) -> str:
+    """``host[:port]/repo[:tag][@digest]`` -> ``host[:port]/repo``."""
+    name = reference.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
 
 
 def _set_name(index: int) -> str:
