@@ -22,9 +22,12 @@ import yaml
 from provider.core.ignore import DEFAULT_IGNORE_RULES, IgnoreRule, parse_ignore_fields, patterns_for
 from provider.core.limits import DEFAULT_LIMITS, Limits
 from provider.core.matcher import REDACTED, MatchResult, find_manifest, match_object, object_ref
-from provider.core.verdict import DiffEntry, DiffOp
+from provider.core.signing import sign_documents
+from provider.core.verdict import DiffEntry, DiffOp, Reason
+from provider.core.verifier import TrustPolicy, Verifier
 from provider.errors import InputError, LimitExceededError
 from tests.conftest import KMS
+from tests.keyutil import keypair, public_key
 
 LIVE = Path(__file__).resolve().parent / "data" / "live"
 NAMES = sorted(p.name.removesuffix(".signed.yaml") for p in LIVE.glob("*.signed.yaml"))
@@ -1061,3 +1064,39 @@ def test_route_host_only_the_generated_one(host: str, ok: bool) -> None:
     live["spec"].update(host=host, wildcardPolicy="None")
     live["spec"]["to"]["weight"] = 100
     assert (match(live, [signed]).diff == ()) is ok
+
+
+# -- end to end through the verifier ---------------------------------------------------
+
+
+def _signed_live(name: str) -> dict[str, Any]:
+    """The live fixture carrying a real signature over its signed file (fresh test key)."""
+    signed_yaml = sign_documents((LIVE / f"{name}.signed.yaml").read_bytes(), keypair("matcher")[0])
+    annotations = yaml.safe_load(signed_yaml)["metadata"]["annotations"]
+    live = live_of(name)
+    live["metadata"]["annotations"].update(annotations)
+    return live
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_verifier_admits_the_live_object(name: str) -> None:
+
+    verifier = Verifier(TrustPolicy(keys=(public_key("matcher"),)))
+    verdict = verifier.verify(_signed_live(name))
+    assert verdict.reason is Reason.VERIFIED, verdict.message
+
+
+@pytest.mark.parametrize(
+    ("fixture", "mutate", "path", "op"),
+    [a[1:] for a in ATTACKS if a[0] in {"hostNetwork", "extra-container", "pod-hostPath", "secret-data"}],
+)
+def test_verifier_denies_the_attack_naming_the_path(
+    fixture: str, mutate: Mutation, path: str, op: DiffOp
+) -> None:
+
+    live = _signed_live(fixture)
+    mutate(live)
+    verdict = Verifier(TrustPolicy(keys=(public_key("matcher"),))).verify(live)
+    assert verdict.reason is Reason.MANIFEST_MISMATCH
+    assert (path, op) in [(d.path, d.op) for d in verdict.diff]
+    assert path in verdict.message
