@@ -32,12 +32,14 @@ import ssl
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from provider.config import ServerSettings
 from provider.errors import ConfigError
 from provider.logs import FIELDS, JsonFormatter
 from provider.tlsctx import (
@@ -82,6 +84,27 @@ class ServerOptions:
     log_level: str = "info"
     access_log: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, server: ServerSettings, *, listen: tuple[str, int] | None = None) -> ServerOptions:
+        """Options from the configuration's ``server:`` section (``listen`` overrides its address)."""
+        if listen is None:
+            host, _, port = server.listen.rpartition(":")
+            listen = (host.strip("[]") or "0.0.0.0", int(port))  # noqa: S104 - the configured address
+        tls = server.tls
+        files = None
+        if not tls.insecure_plain_http and tls.cert_file and tls.key_file and tls.client_ca_file:
+            files = ServerTlsFiles(Path(tls.cert_file), Path(tls.key_file), Path(tls.client_ca_file))
+        return cls(
+            host=listen[0],
+            port=listen[1],
+            workers=server.workers,
+            threads=server.threads,
+            keepalive_seconds=server.keep_alive_seconds,
+            tls=files,
+            client_dns_names=tuple(tls.client_dns_names),
+            insecure_plain_http=tls.insecure_plain_http,
+        )
 
     @property
     def bind(self) -> str:

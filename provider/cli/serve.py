@@ -235,35 +235,17 @@ def _with_overrides(
 
 def _server_options(settings: Any, listen: tuple[str, int] | None, problems: list[str]) -> Any:
     from provider.server import ServerOptions
-    from provider.tlsctx import ServerTlsFiles
+    from provider.tlsctx import build_server_context
 
-    server = settings.server
-    tls = server.tls
+    tls = settings.server.tls
     problems.extend(tls.serving_problems())
-    if listen is None:
-        host, _, port = server.listen.rpartition(":")
-        listen = (host.strip("[]") or "0.0.0.0", int(port))  # noqa: S104 - the configured address
-    files = None
-    if not tls.insecure_plain_http and tls.cert_file and tls.key_file and tls.client_ca_file:
-        files = ServerTlsFiles(Path(tls.cert_file), Path(tls.key_file), Path(tls.client_ca_file))
-    options = ServerOptions(
-        host=listen[0],
-        port=listen[1],
-        workers=server.workers,
-        threads=server.threads,
-        keepalive_seconds=server.keep_alive_seconds,
-        tls=files,
-        client_dns_names=tuple(tls.client_dns_names),
-        insecure_plain_http=tls.insecure_plain_http,
-    )
-    if files is not None or tls.insecure_plain_http:
+    options = ServerOptions.from_settings(settings.server, listen=listen)
+    if options.tls is not None or options.insecure_plain_http:
         problems.extend(p for p in options.problems() if p not in problems)
-    if files is not None:
+    if options.tls is not None:
         # Build the TLS context once now: unusable files are a configuration problem.
-        from provider.tlsctx import build_server_context
-
         try:
-            build_server_context(files)
+            build_server_context(options.tls)
         except ManifestProviderError as exc:
             problems.append(f"server.tls: {exc.diagnostics()}")
     return options
