@@ -28,9 +28,8 @@ from provider.logs import FIELDS
 from provider.metrics import Metrics
 from provider.reload import ConfigWatcher
 from provider.service import ProviderRuntime, ProviderService
-from provider.sources.cluster import ConfigMapBundleResolver, load_secret_key
-from provider.sources.oci import OciBundleResolver
-from provider.sources.resolver import DispatchingResolver
+from provider.sources.cluster import load_pull_secret_ref, load_secret_key
+from provider.sources.resolver import resolver_from_settings
 from provider.web import EXTENSION, blueprint, register_error_handlers
 
 logger = logging.getLogger(__name__)
@@ -46,15 +45,7 @@ def default_resolver(settings: Settings) -> BundleResolver:
     A kind of reference whose section is absent is refused as a verdict
     (``REFERENCE_NOT_ALLOWED``) by the dispatcher.
     """
-    oci = None
-    if settings.registries is not None:
-        oci = OciBundleResolver(settings.registries, limits=settings.limits)
-    configmap = None
-    if settings.cluster is not None and settings.cluster.configmap_namespaces:
-        configmap = ConfigMapBundleResolver.from_settings(
-            settings.cluster, limits=settings.limits, domain=settings.annotation_domain
-        )
-    return DispatchingResolver(oci=oci, configmap=configmap)
+    return resolver_from_settings(settings)
 
 
 def _cluster_secret(reference: str) -> bytes:
@@ -66,6 +57,7 @@ def create_app(
     *,
     config_path: str | None = None,
     secret_loader: SecretLoader | None = None,
+    pull_secret_loader: SecretLoader | None = None,
     resolver_factory: ResolverFactory | None = None,
     watch: bool | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -77,13 +69,17 @@ def create_app(
     trusts nobody, so nothing verifies. ``watch`` (default: whenever a
     configuration file is known and its reload interval is not 0) starts the
     reload watcher.
-    ``secret_loader`` reads ``k8s://`` Secret-held keys (default: from the
+    ``secret_loader`` reads ``k8s://`` Secret-held keys and ``pull_secret_loader``
+    registry pull secrets (default: both from the
     cluster the process runs in).
     """
     secret_loader = secret_loader or _cluster_secret
+    pull_secret_loader = pull_secret_loader or load_pull_secret_ref
     if settings is None:
         settings = (
-            load_settings(config_path, secret_loader=secret_loader) if config_path else Settings.default()
+            load_settings(config_path, secret_loader=secret_loader, pull_secret_loader=pull_secret_loader)
+            if config_path
+            else Settings.default()
         )
     make_resolver = resolver_factory or default_resolver
     metrics = Metrics()
@@ -135,7 +131,9 @@ def create_app(
         path = str(Path(source))
 
         def rebuild() -> ProviderService:
-            return build_service(load_settings(path, secret_loader=secret_loader))
+            return build_service(
+                load_settings(path, secret_loader=secret_loader, pull_secret_loader=pull_secret_loader)
+            )
 
         watcher = ConfigWatcher(runtime, rebuild, interval_seconds=interval or 5.0, clock=clock)
         app.extensions[WATCHER_EXTENSION] = watcher

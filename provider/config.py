@@ -35,7 +35,7 @@ from provider.core.trustroot import TrustedRoot
 from provider.core.verifier import TrustPolicy, Verifier
 from provider.errors import ConfigError, FormatError, ManifestProviderError
 from provider.sources.cluster import ClusterSettings
-from provider.sources.oci import RegistrySettings
+from provider.sources.oci import Credentials, RegistrySettings, credentials_from_dockerconfigjson
 
 # Loads the public key held by a ``k8s://NAMESPACE/SECRET`` reference.
 SecretLoader = Callable[[str], bytes]
@@ -198,7 +198,12 @@ def build_verifier(settings: Settings, resolver: BundleResolver | None = None) -
 # -- loading ----------------------------------------------------------------------
 
 
-def load_settings(path: str | Path, *, secret_loader: SecretLoader | None = None) -> Settings:
+def load_settings(
+    path: str | Path,
+    *,
+    secret_loader: SecretLoader | None = None,
+    pull_secret_loader: SecretLoader | None = None,
+) -> Settings:
     """Read and validate the configuration file at ``path``."""
     path = Path(path)
     try:
@@ -208,7 +213,13 @@ def load_settings(path: str | Path, *, secret_loader: SecretLoader | None = None
         raise ConfigError([f"{path}: cannot read configuration file: {exc.strerror or exc}"]) from exc
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError([f"{path}: configuration file is larger than {MAX_CONFIG_BYTES} bytes"])
-    return settings_from_bytes(data, base_dir=path.parent, source_path=str(path), secret_loader=secret_loader)
+    return settings_from_bytes(
+        data,
+        base_dir=path.parent,
+        source_path=str(path),
+        secret_loader=secret_loader,
+        pull_secret_loader=pull_secret_loader,
+    )
 
 
 def settings_from_bytes(
@@ -217,6 +228,7 @@ def settings_from_bytes(
     base_dir: Path | None = None,
     source_path: str | None = None,
     secret_loader: SecretLoader | None = None,
+    pull_secret_loader: SecretLoader | None = None,
 ) -> Settings:
     """Validate configuration YAML held in memory."""
     where = source_path or "configuration"
@@ -227,7 +239,13 @@ def settings_from_bytes(
     if len(docs) > 1:
         raise ConfigError([f"{where}: expected one YAML document, found {len(docs)}"])
     doc = docs[0] if docs else {}
-    return parse_settings(doc, base_dir=base_dir, source_path=source_path, secret_loader=secret_loader)
+    return parse_settings(
+        doc,
+        base_dir=base_dir,
+        source_path=source_path,
+        secret_loader=secret_loader,
+        pull_secret_loader=pull_secret_loader,
+    )
 
 
 def parse_settings(
@@ -236,18 +254,30 @@ def parse_settings(
     base_dir: Path | None = None,
     source_path: str | None = None,
     secret_loader: SecretLoader | None = None,
+    pull_secret_loader: SecretLoader | None = None,
 ) -> Settings:
-    """Validate a parsed configuration document; raise ConfigError listing every problem."""
-    parser = _Parser(base_dir or Path.cwd(), secret_loader)
+    """Validate a parsed configuration document; raise ConfigError listing every problem.
+
+    ``secret_loader`` reads the ``cosign.pub`` entry of a ``k8s://NS/SECRET``
+    key reference; ``pull_secret_loader`` the docker config JSON of a
+    ``registries.pullSecrets`` entry. Without them such references are problems.
+    """
+    parser = _Parser(base_dir or Path.cwd(), secret_loader, pull_secret_loader)
     return parser.parse(doc, source_path)
 
 
 class _Parser:
     """Collects problems while reading each section; raises once at the end."""
 
-    def __init__(self, base_dir: Path, secret_loader: SecretLoader | None) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        secret_loader: SecretLoader | None,
+        pull_secret_loader: SecretLoader | None = None,
+    ) -> None:
         self.base_dir = base_dir
         self.secret_loader = secret_loader
+        self.pull_secret_loader = pull_secret_loader
         self.problems: list[str] = []
         self.files: list[str] = []
         # Bytes of referenced files, for the generation digest.
@@ -459,7 +489,9 @@ class _Parser:
                 root_path, data = loaded
                 self.material["trustedRoot"] = hashlib.sha256(data).hexdigest()
                 try:
-                    root = TrustedRoot.from_json(data)
+                    root = TrustedRoot.from_json(data, where=f"keyless.trustedRoot {root_path}")
+                except ConfigError as exc:
+                    self.problems.extend(exc.problems)
                 except ManifestProviderError as exc:
                     self.problem(f"keyless.trustedRoot: {root_path}: {exc.diagnostics()}")
         identities: tuple[KeylessIdentity, ...] = ()
@@ -502,11 +534,48 @@ class _Parser:
     def registries(self, value: Any) -> RegistrySettings | None:
         if value is None:
             return None
+        pull_refs: list[str] = []
+        if isinstance(value, Mapping) and "pullSecrets" in value:
+            pull_refs = self.pull_secret_refs(value["pullSecrets"])
+            value = {k: v for k, v in value.items() if k != "pullSecrets"}
         try:
-            return RegistrySettings.from_mapping(value, where="registries")
+            settings = RegistrySettings.from_mapping(value, where="registries", base_dir=self.base_dir)
         except ConfigError as exc:
             self.problems.extend(exc.problems)
             return None
+        credentials: dict[str, Credentials] = {}
+        for index, ref in enumerate(pull_refs):
+            where = f"registries.pullSecrets[{index}]"
+            if self.pull_secret_loader is None:
+                self.problem(f"{where}: pull secrets need cluster access, which is not available here")
+                continue
+            try:
+                found = credentials_from_dockerconfigjson(self.pull_secret_loader(ref))
+            except ManifestProviderError as exc:
+                self.problem(f"{where}: cannot read {ref}: {exc.diagnostics()}")
+                continue
+            # Earlier secrets win, as the configured credentials win over all of them.
+            for registry, creds in found.items():
+                credentials.setdefault(registry, creds)
+        return settings.with_credentials(credentials) if credentials else settings
+
+    def pull_secret_refs(self, value: Any) -> list[str]:
+        """``registries.pullSecrets``: ``k8s://NAMESPACE/SECRET`` references to dockerconfigjson Secrets."""
+        if not isinstance(value, list):
+            self.problem(f"registries.pullSecrets must be a list, got {type(value).__name__}")
+            return []
+        refs: list[str] = []
+        for index, item in enumerate(value):
+            text = self.string(item, f"registries.pullSecrets[{index}]")
+            if text is None:
+                continue
+            if not _SECRET_REF.match(text):
+                self.problem(
+                    f"registries.pullSecrets[{index}] must look like k8s://NAMESPACE/SECRET, got {_show(text)}"
+                )
+                continue
+            refs.append(text)
+        return refs
 
     def cluster(self, value: Any) -> ClusterSettings | None:
         if value is None:

@@ -26,13 +26,11 @@ from provider.audit import Auditor, AuditReport, Outcome, Selection
 from provider.cli import EXIT_NOT_VERIFIED, EXIT_OK, EXIT_USAGE, fail
 from provider.cli.output import render_table
 from provider.cli.verify import parse_key_args
-from provider.config import Settings, load_settings
-from provider.core.bundle import BundleResolver
+from provider.config import load_settings
 from provider.core.verifier import TrustPolicy, Verifier
 from provider.errors import ConfigError, ManifestProviderError
-from provider.sources.cluster import ClusterClient, ConfigMapBundleResolver, api_client, load_secret_key
-from provider.sources.oci import OciBundleResolver
-from provider.sources.resolver import DispatchingResolver
+from provider.sources.cluster import ClusterClient, api_client, load_pull_secret_ref, load_secret_key
+from provider.sources.resolver import resolver_from_settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -149,7 +147,11 @@ def _verifier(args: argparse.Namespace, cluster: ClusterClient) -> Verifier:
             raise ConfigError(["no trust given: pass --config FILE and/or --key NAME=PATH"])
         return Verifier(TrustPolicy(keys=keys))
     # Secret-held keys (k8s://NAMESPACE/SECRET) are read with the auditor's own credentials.
-    settings = load_settings(args.config, secret_loader=lambda ref: load_secret_key(ref, cluster=cluster))
+    settings = load_settings(
+        args.config,
+        secret_loader=lambda ref: load_secret_key(ref, cluster=cluster),
+        pull_secret_loader=lambda ref: load_pull_secret_ref(ref, cluster=cluster),
+    )
     trust = settings.trust
     names = {k.name for k in trust.keys}
     clash = sorted(k.name for k in keys if k.name in names)
@@ -160,26 +162,8 @@ def _verifier(args: argparse.Namespace, cluster: ClusterClient) -> Verifier:
         rules=settings.rules,
         limits=settings.limits,
         domain=settings.annotation_domain,
-        resolver=_resolver(settings, cluster),
+        resolver=resolver_from_settings(settings, cluster=cluster),
     )
-
-
-def _resolver(settings: Settings, cluster: ClusterClient) -> BundleResolver:
-    """The provider's sources, with ConfigMap bundles read through the audit's own client."""
-    oci = None
-    if settings.registries is not None:
-        oci = OciBundleResolver(settings.registries, limits=settings.limits)
-    configmap = None
-    if settings.cluster is not None and settings.cluster.configmap_namespaces:
-        configmap = ConfigMapBundleResolver(
-            cluster,
-            allowed_namespaces=settings.cluster.configmap_namespaces,
-            limits=settings.limits,
-            domain=settings.annotation_domain,
-            cache_ttl_seconds=settings.cluster.cache_ttl_seconds,
-            cache_max_entries=settings.cluster.cache_max_entries,
-        )
-    return DispatchingResolver(oci=oci, configmap=configmap)
 
 
 # -- output ------------------------------------------------------------------------

@@ -146,10 +146,12 @@ def build_verifier(args: argparse.Namespace) -> Verifier:
     root, identities = keyless_from_args(args)
     if args.config:
         from provider.config import load_settings
-        from provider.sources.cluster import load_secret_key
+        from provider.sources.cluster import load_pull_secret_ref, load_secret_key
         from provider.sources.resolver import resolver_from_settings
 
-        settings = load_settings(args.config, secret_loader=load_secret_key)
+        settings = load_settings(
+            args.config, secret_loader=load_secret_key, pull_secret_loader=load_pull_secret_ref
+        )
         trust = settings.trust
         clash = sorted({k.name for k in keys} & {k.name for k in trust.keys})
         if clash:

@@ -450,6 +450,12 @@ def load_secret_key(reference: str, *, cluster: ClusterClient | None = None) -> 
     return _secret_entry(data, SECRET_PUBLIC_KEY_ENTRY, where)
 
 
+def load_pull_secret_ref(reference: str, *, cluster: ClusterClient | None = None) -> bytes:
+    """:func:`load_pull_secret` for a ``k8s://NAMESPACE/SECRET`` reference (``registries.pullSecrets``)."""
+    namespace, name = parse_secret_ref(reference)
+    return load_pull_secret(namespace, name, cluster=cluster)
+
+
 def load_pull_secret(namespace: str, name: str, *, cluster: ClusterClient | None = None) -> bytes:
     """The docker config JSON of a pull secret (``.dockerconfigjson``, or legacy ``.dockercfg``).
 
