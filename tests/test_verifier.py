@@ -590,3 +590,16 @@ def test_unreachable_reference_is_could_not_check_when_nothing_verifies() -> Non
     annotations(doc)[REF] = "r.example.com/b:1"
     with pytest.raises(SourceError):
         verifier_for("release", resolver=FlakyBundles({})).verify(doc)
+
+
+def test_custom_annotation_domain_ignores_its_own_signature_annotations() -> None:
+    private, _ = keyutil.keypair("release")
+    (obj,) = [
+        d
+        for d in yaml.safe_load_all(sign_documents(DEPLOYMENT.encode(), private, domain="sigs.example.com"))
+        if d
+    ]
+    assert "sigs.example.com/message" in annotations(obj)
+    verdict = verifier_for("release", domain="sigs.example.com").verify(obj)
+    assert verdict.verified, [d.to_json() for d in verdict.diff]
+    assert verifier_for("release").verify(obj).reason is Reason.NO_SIGNATURE

@@ -25,7 +25,7 @@ from cachetools import LRUCache
 
 from provider.core.annotations import DEFAULT_DOMAIN, bundle_from_annotations, bundle_refs
 from provider.core.bundle import BundleResolver, PayloadKind, SignatureSet, SignedBundle
-from provider.core.ignore import DEFAULT_IGNORE_RULES, IgnoreRule
+from provider.core.ignore import IgnoreRule, default_ignore_rules
 from provider.core.keyless import KeylessIdentity, verify_keyless
 from provider.core.keys import PublicKey
 from provider.core.limits import DEFAULT_LIMITS, Limits
@@ -103,14 +103,15 @@ class Verifier:
         self,
         trust: TrustPolicy,
         *,
-        rules: Sequence[IgnoreRule] = DEFAULT_IGNORE_RULES,
+        rules: Sequence[IgnoreRule] | None = None,
         limits: Limits = DEFAULT_LIMITS,
         domain: str = DEFAULT_DOMAIN,
         resolver: BundleResolver | None = None,
         cache_entries: int = 512,
     ) -> None:
         self.trust = trust
-        self.rules = tuple(rules)
+        # The built-in rules name the signature annotations of the domain in use.
+        self.rules = tuple(rules) if rules is not None else default_ignore_rules(domain)
         self.limits = limits
         self.domain = domain
         self.resolver = resolver
