@@ -661,9 +661,29 @@ def widget(spec: Any, **extra: Any) -> dict[str, Any]:
 def test_depth_is_bounded(side: str) -> None:
     deep = _nest(200)
     signed = widget(deep if side != "live-only" else {})
-    live = widget(deep if side != "signed-only" else {})
+    live = widget(copy.deepcopy(deep) if side != "signed-only" else {})
+    if side == "both":
+        # Identical trees are decided without walking; a difference at the
+        # bottom forces the walk, which must stop at the limit.
+        _nest_leaf(live["spec"])["leaf"] = 2
     with pytest.raises(LimitExceededError, match="deeper than 64"):
         match(live, [signed])
+
+
+def _nest_leaf(node: dict[str, Any]) -> dict[str, Any]:
+    while "n" in node:
+        node = node["n"]
+    return node
+
+
+@pytest.mark.parametrize("depth", [200, 5000])
+def test_identical_deep_trees_never_crash(depth: int) -> None:
+    deep = _nest(depth)
+    try:
+        result = match(widget(_nest(depth)), [widget(deep)])
+    except LimitExceededError:
+        return  # too deep to decide without walking: bounded, as required
+    assert result.diff == ()
 
 
 def test_depth_limit_allows_what_fits() -> None:

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from provider.core.ignore import IgnoreRule, PathMatcher, State, patterns_for
 from provider.core.k8sdefaults import Context, DefaultsTable, same_value, table_for
 from provider.core.limits import Limits
@@ -185,6 +187,28 @@ def diff_objects(
     return tuple(walker.entries), walker.count - len(walker.entries)
 
 
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _identical(signed: Any, live: Any) -> bool:
+    """Whether two containers are the same JSON value, decided in C.
+
+    Python's ``==`` runs first because it rejects most differing values at the
+    first difference, but it calls ``True == 1`` and ``1 == 1.0`` equal, which
+    the walk does not; so an equal pair is confirmed on canonical JSON bytes,
+    which keep booleans, integers and floats apart. A false "not identical"
+    only costs the full walk, which decides as always.
+    """
+    if not isinstance(signed, dict | list) or type(signed) is not type(live):
+        return False
+    try:
+        if signed != live:
+            return False
+        return orjson.dumps(signed, option=_CANONICAL) == orjson.dumps(live, option=_CANONICAL)
+    except (TypeError, RecursionError, orjson.JSONEncodeError):
+        return False
+
+
 def _json_key(key: Any) -> str:
     """Mapping keys as the YAML-to-JSON conversion kubectl performs spells them."""
     if isinstance(key, str):
@@ -261,6 +285,8 @@ class _Walker:
 
     def compare(self, signed: Any, live: Any, path: tuple[str | int, ...], state: State, depth: int) -> None:
         self._depth(depth)
+        if _identical(signed, live):
+            return  # nothing below can differ: skip the per-field walk
         if isinstance(signed, Mapping) and isinstance(live, Mapping):
             self._compare_mappings(signed, live, path, state, depth)
         elif isinstance(signed, list) and isinstance(live, list):
