@@ -7,7 +7,9 @@ of the same bytes. Measured against it:
 * ``formats``: decode the annotations (base64, gunzip), verify the signature
   over the RAW bytes, then parse the message within limits;
 * ``verifier cold``: ``Verifier.verify`` on a new ``Verifier`` each time (empty
-  caches), the full path an admission request takes on a cache miss;
+  signature and message caches), the full path an admission request takes on a
+  cache miss. What stays warm is process-wide and independent of any object:
+  the ignore-pattern transition tables (like compiled regular expressions);
 * ``verifier warm``: the same Verifier again (its caches hold the result of
   the signature check and of the parsed message).
 

@@ -332,6 +332,15 @@ def _advance(pattern: str, start: int, key: str) -> list[int]:
     return out
 
 
+_MAX_MEMO_STEPS = 20_000
+
+
+@lru_cache(maxsize=256)
+def matcher_for(patterns: tuple[str, ...]) -> PathMatcher:
+    """A shared matcher for a pattern set, so its memoised transitions are reused."""
+    return PathMatcher(patterns)
+
+
 class PathMatcher:
     """Anchored, segment-wise matching of paths against field patterns.
 
@@ -339,10 +348,14 @@ class PathMatcher:
     path segment, so each node costs O(live states), never a rescan of the path.
     """
 
-    __slots__ = ("_patterns",)
+    __slots__ = ("_patterns", "_steps")
 
     def __init__(self, patterns: Sequence[str]) -> None:
         self._patterns = tuple(patterns)
+        # Transitions are pure functions of (state, key); the same keys recur
+        # across objects (metadata, spec, containers...), so they are memoised.
+        # Bounded: past the limit new transitions are computed, not stored.
+        self._steps: dict[tuple[State, str], tuple[State, bool]] = {}
 
     @property
     def patterns(self) -> tuple[str, ...]:
@@ -356,6 +369,16 @@ class PathMatcher:
         if not state:
             return state, False
         text = str(key)
+        memo_key = (state, text)
+        known = self._steps.get(memo_key)
+        if known is not None:
+            return known
+        result = self._step(state, text)
+        if len(self._steps) < _MAX_MEMO_STEPS:
+            self._steps[memo_key] = result
+        return result
+
+    def _step(self, state: State, text: str) -> tuple[State, bool]:
         nxt: list[tuple[int, int]] = []
         for index, offset in state:
             for after in _advance(self._patterns[index], offset, text):

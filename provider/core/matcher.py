@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from provider.core.ignore import IgnoreRule, PathMatcher, State, patterns_for
+from provider.core.ignore import IgnoreRule, PathMatcher, State, matcher_for, patterns_for
 from provider.core.k8sdefaults import Context, DefaultsTable, same_value, table_for
 from provider.core.limits import Limits
 from provider.core.quantity import same_quantity
@@ -173,7 +173,7 @@ def diff_objects(
     is_secret = ref.group == "" and ref.kind == "Secret"
     norm_signed = _normalise_signed(signed, ref=ref)
     walker = _Walker(
-        matcher=PathMatcher(patterns),
+        matcher=matcher_for(tuple(patterns)),
         table=table_for(ref.group, ref.kind),
         signed_root=norm_signed,
         live_root=live,
