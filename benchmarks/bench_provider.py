@@ -275,7 +275,7 @@ def _client_process(
     threads: int,
     start_at: float,
     stop_at: float,
-    once: bool,
+    once: Any,
     pace_seconds: float,
     reconnect: bool,
     out: Any,
@@ -292,14 +292,22 @@ def _client_process(
         local: list[float] = []
         n = 0
         i = index
-        step = threads
-        mine = bodies[index::step] if once else bodies
         while time.time() < start_at:
             time.sleep(0.001)
         # Paced clients start spread over one interval, like independent callers.
         next_at = time.perf_counter() + pace_seconds * (index / threads)
-        for j in range(len(mine) if once else 1 << 62):
-            body = mine[j] if once else mine[i % len(mine)]
+        while True:
+            if once is not None:
+                # A shared counter hands out the next body to whichever connection is free, so
+                # a connection on a less busy worker takes more: every worker stays busy.
+                with once.get_lock():
+                    j = once.value
+                    once.value += 1
+                if j >= len(bodies):
+                    break
+                body = bodies[j]
+            else:
+                body = bodies[i % len(bodies)]
             i += 7
             if pace_seconds:
                 delay = next_at - time.perf_counter()
@@ -320,7 +328,7 @@ def _client_process(
                     errors.append(data[-200:].decode(errors="replace"))
             else:
                 n += keys_per_body
-            if not once and time.time() >= stop_at:
+            if once is None and time.time() >= stop_at:
                 break
         conn.close()
         with lock:
@@ -379,7 +387,7 @@ def generate_load(
 ) -> Load:
     """Send ``bodies`` from processes x threads persistent connections.
 
-    ``once``: every body is sent exactly once (split across all clients);
+    ``once``: every body is sent exactly once (handed to whichever connection is free);
     otherwise the clients cycle through them for ``seconds``.
     """
     ctx = multiprocessing.get_context("fork")
@@ -387,19 +395,19 @@ def generate_load(
     start_at = time.time() + 1.0
     stop_at = start_at + seconds
     cpu_before = srv.cpu_seconds()
+    counter = ctx.Value("l", 0) if once else None
     procs = []
-    for p in range(processes):
-        part = bodies[p::processes] if once else bodies
+    for _ in range(processes):
         proc = ctx.Process(
             target=_client_process,
             args=(
                 (srv.host, srv.port, srv.tls),
-                part,
+                bodies,
                 keys_per_body,
                 threads,
                 start_at,
                 stop_at,
-                once,
+                counter,
                 pace_seconds,
                 reconnect,
                 queue,
@@ -498,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     batches(keys[: args.cold_keys], BATCH),
                     keys_per_body=BATCH,
                     processes=clients,
-                    threads=2,
+                    threads=4,
                     seconds=0,
                     once=True,
                 )
@@ -592,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     batches(fill, BATCH),
                     keys_per_body=BATCH,
                     processes=clients,
-                    threads=2,
+                    threads=4,
                     seconds=0,
                     once=True,
                 )
