@@ -87,6 +87,8 @@ class _Plan:
     dev_certs: DevCertPaths | None
     dev_certs_created: bool
     development: bool
+    # Where request.json goes (the development certificates' directory, even without certificates).
+    dev_directory: Path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,7 +140,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
         options = _server_options(settings, listen, problems)
     if problems or settings is None or options is None:
         raise ConfigError(problems)
-    return _Plan(settings, options, dev_paths, created, development)
+    return _Plan(settings, options, dev_paths, created, development, args.dev_certs or DEFAULT_DEV_CERTS)
 
 
 def _development_document(dev: DevCertPaths | None) -> dict[str, Any]:
@@ -312,7 +314,7 @@ def _sample_request() -> bytes:
 def _development_text(plan: _Plan, url: str) -> list[str]:
     out: list[str] = []
     dev = plan.dev_certs
-    where = dev.directory if dev is not None else DEFAULT_DEV_CERTS
+    where = plan.dev_directory
     request_file = where / "request.json"
     write_file(request_file, _sample_request(), private=False)
     keys = ", ".join(f"{k.name} (sha256 {k.fingerprint[:16]}...)" for k in plan.settings.keys)
