@@ -281,3 +281,66 @@ def test_busy_port_is_reported(tmp_path: Path) -> None:
         done = _run(tmp_path, "--insecure-plain-http", "--listen", f"127.0.0.1:{port}")
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_keys_held_in_cluster_secrets(tmp_path: Path, started: list[subprocess.Popen[bytes]]) -> None:
+    """``secret: k8s://NS/NAME`` keys are read from the cluster at start-up.
+
+    The cluster is the SMALL LOCAL FAKE API server of ``tests/fakeapi.py`` (plain HTTP on loopback),
+    reached through a kubeconfig, as the provider would reach a real API server.
+    """
+    from tests.fakeapi import FakeApiServer
+
+    key = PrivateKey.generate()
+    obj = _signed_configmaps(key, 1)[0]
+    with FakeApiServer(token="t0ken") as api:
+        api.add(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "release-key", "namespace": "keys"},
+                "data": {"cosign.pub": base64.b64encode(key.public_pem()).decode()},
+            }
+        )
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
+            "users": [{"name": "provider", "user": {"token": "t0ken"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "provider"}}],
+            "current-context": "fake",
+        }
+        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+        config = {
+            "keys": [{"name": "release", "secret": "k8s://keys/release-key"}],
+            "server": {"reloadIntervalSeconds": 0, "tls": {"insecurePlainHTTP": True}},
+        }
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        env = serve_env()
+        env["KUBECONFIG"] = str(tmp_path / "kubeconfig")
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        args = ["--config", "config.yaml", "--listen", "127.0.0.1:0", "--workers", "1", "--threads", "2"]
+        with (tmp_path / "serve.out").open("wb") as out, (tmp_path / "serve.err").open("wb") as err:
+            proc = subprocess.Popen(
+                serve_command("serve", *args), cwd=tmp_path, env=env, stdout=out, stderr=err
+            )
+        started.append(proc)
+        url = urllib.parse.urlsplit(wait_for_banner(tmp_path / "serve.out", proc, tmp_path / "serve.err", 60))
+        body = b""
+        for _ in range(200):
+            try:
+                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+                conn.request(
+                    "POST",
+                    "/validate",
+                    body=encode_request([encode_key(obj)]),
+                    headers={"Content-Type": "application/json"},
+                )
+                body = conn.getresponse().read()
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "serve.err").read_text()
+                time.sleep(0.05)
+        assert any(r.path.endswith("/namespaces/keys/secrets/release-key") for r in api.requests)
+    verdict = orjson.loads(body)["response"]["items"][0]["value"]
+    assert verdict["reason"] == "VERIFIED" and verdict["signers"][0]["name"] == "release"

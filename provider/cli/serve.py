@@ -123,7 +123,12 @@ def _plan(args: argparse.Namespace) -> _Plan:
         if development:
             settings = config_module.parse_settings(_development_document(dev_paths))
         else:
-            settings = config_module.load_settings(args.config)
+            from provider.sources.cluster import load_pull_secret_ref, load_secret_key
+
+            # Secret-held keys and registry pull secrets come from the cluster the provider runs in.
+            settings = config_module.load_settings(
+                args.config, secret_loader=load_secret_key, pull_secret_loader=load_pull_secret_ref
+            )
     except ConfigError as exc:
         problems.extend(exc.problems)
 
