@@ -29,9 +29,12 @@ RUN groupadd --system --gid 10001 provider \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin provider
 COPY --from=build /opt/manifest-provider /opt/manifest-provider
+# Two malloc arenas instead of one per thread: a worker with a full verdict cache
+# measured 163 MB resident with the default and 139 MB with this.
 ENV PATH=/opt/manifest-provider/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2
 USER 10001:10001
 EXPOSE 8443
 # `serve` runs gunicorn's arbiter as PID 1 (exec form, no shell): SIGTERM stops accepting,

@@ -50,13 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"provider.cli.{name}")
-        except ModuleNotFoundError as exc:  # BUILD-OUT ONLY: removed once every module exists
-            if exc.name == f"provider.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"provider.cli.{name}").register(sub)
     return parser
 
 

@@ -20,17 +20,19 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from provider.audit import Auditor, AuditReport, Outcome, Selection
 from provider.cli import EXIT_NOT_VERIFIED, EXIT_OK, EXIT_USAGE, fail
 from provider.cli.output import render_table
 from provider.cli.verify import parse_key_args
 from provider.config import load_settings
 from provider.core.verifier import TrustPolicy, Verifier
 from provider.errors import ConfigError, ManifestProviderError
-from provider.sources.cluster import ClusterClient, api_client, load_pull_secret_ref, load_secret_key
 from provider.sources.resolver import resolver_from_settings
+
+if TYPE_CHECKING:
+    from provider.audit import AuditReport
+    from provider.sources.cluster import ClusterClient
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,6 +95,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The Kubernetes client is imported only by the commands that talk to a cluster.
+    from provider.audit import Auditor, Selection
+    from provider.sources.cluster import ClusterClient, api_client
+
     if args.concurrency < 1 or args.page_size < 1 or args.timeout <= 0:
         return fail("--concurrency and --page-size must be >= 1, --timeout > 0")
     if not args.kind and (args.namespace or args.selector or args.exclude_namespace):
@@ -141,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _verifier(args: argparse.Namespace, cluster: ClusterClient) -> Verifier:
+    from provider.sources.cluster import load_pull_secret_ref, load_secret_key
+
     keys = parse_key_args(args.key)
     if args.config is None:
         if not keys:
@@ -170,6 +178,8 @@ def _verifier(args: argparse.Namespace, cluster: ClusterClient) -> Verifier:
 
 
 def print_report(report: AuditReport, *, fmt: str, stream: TextIO) -> None:
+    from provider.audit import Outcome
+
     if fmt == "json":
         stream.write(json.dumps(report.to_json(), indent=2) + "\n")
         return

@@ -30,15 +30,14 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import urllib3
 from cachetools import TTLCache
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s_client
 
 from provider.core.annotations import DEFAULT_DOMAIN, bundle_from_annotations
 from provider.core.bundle import BundleSource, SignedBundle
@@ -77,6 +76,12 @@ def api_client(*, kubeconfig: str | None = None, context: str | None = None) -> 
     An explicit ``kubeconfig`` path always wins. Raises :class:`ConfigError`
     when neither source is usable, naming both attempts.
     """
+    # Imported here: configuration parsing and the CLI need this module's types
+    # without paying for the Kubernetes client's import.
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+    from kubernetes.config.config_exception import ConfigException
+
     configuration = k8s_client.Configuration()
     if kubeconfig is None and context is None:
         try:
@@ -120,6 +125,8 @@ class ClusterClient:
         Raises :class:`ApiStatusError` (a :class:`SourceError`) for HTTP errors
         so callers can tell 404 and 403 apart, :class:`SourceError` otherwise.
         """
+        from kubernetes.client.exceptions import ApiException
+
         params = [(k, v) for k, v in (query or {}).items() if v not in (None, "")]
         try:
             method, url, headers, _body, _post = self.api.param_serialize(
