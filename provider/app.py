@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 WATCHER_EXTENSION = f"{EXTENSION}.watcher"
 
 ResolverFactory = Callable[[Settings], BundleResolver | None]
+# Adjusts every loaded configuration (e.g. command-line overrides); may raise ConfigError.
+SettingsTransform = Callable[[Settings], Settings]
 
 
 def default_resolver(settings: Settings) -> BundleResolver:
@@ -52,6 +54,10 @@ def _cluster_secret(reference: str) -> bytes:
     return load_secret_key(reference)
 
 
+def _unchanged(settings: Settings) -> Settings:
+    return settings
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -61,6 +67,7 @@ def create_app(
     resolver_factory: ResolverFactory | None = None,
     watch: bool | None = None,
     clock: Callable[[], float] = time.monotonic,
+    transform: SettingsTransform | None = None,
 ) -> Flask:
     """Build the provider app.
 
@@ -72,6 +79,11 @@ def create_app(
     ``secret_loader`` reads ``k8s://`` Secret-held keys and ``pull_secret_loader``
     registry pull secrets (default: both from the
     cluster the process runs in).
+    ``transform`` is applied to every configuration the app takes: the
+    first one (given or loaded) and each reload. Whatever it adds must be
+    reflected in the ``generation`` it returns, so cached verdicts computed
+    without it are never reused. A ConfigError it raises on reload rejects
+    the new configuration like any other configuration problem.
     """
     secret_loader = secret_loader or _cluster_secret
     pull_secret_loader = pull_secret_loader or load_pull_secret_ref
@@ -81,6 +93,8 @@ def create_app(
             if config_path
             else Settings.default()
         )
+    adjust: SettingsTransform = transform or _unchanged
+    settings = adjust(settings)
     make_resolver = resolver_factory or default_resolver
     metrics = Metrics()
     # One pool for the life of the app: reloads replace services, not threads.
@@ -132,7 +146,9 @@ def create_app(
 
         def rebuild() -> ProviderService:
             return build_service(
-                load_settings(path, secret_loader=secret_loader, pull_secret_loader=pull_secret_loader)
+                adjust(
+                    load_settings(path, secret_loader=secret_loader, pull_secret_loader=pull_secret_loader)
+                )
             )
 
         watcher = ConfigWatcher(runtime, rebuild, interval_seconds=interval or 5.0, clock=clock)

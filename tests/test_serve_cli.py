@@ -30,7 +30,7 @@ from provider.core.limits import DEFAULT_LIMITS
 from provider.core.safeyaml import load_documents
 from provider.core.signing import sign_documents
 from provider.wire import encode_key, encode_request
-from tests.providerproc import client_context, serve_command, serve_env, stop, wait_for_banner
+from tests.providerproc import client_context, run_provider, serve_command, serve_env, stop, wait_for_banner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -344,3 +344,44 @@ def test_keys_held_in_cluster_secrets(tmp_path: Path, started: list[subprocess.P
         assert any(r.path.endswith("/namespaces/keys/secrets/release-key") for r in api.requests)
     verdict = orjson.loads(body)["response"]["items"][0]["value"]
     assert verdict["reason"] == "VERIFIED" and verdict["signers"][0]["name"] == "release"
+
+
+def test_keys_added_with_key_survive_a_configuration_reload(
+    tmp_path: Path, key_a_pub: bytes, key_b_pub: bytes
+) -> None:
+    """--key keys are applied to every reloaded configuration, and the generation covers them."""
+    key = PrivateKey.generate()
+    extra = tmp_path / "extra.pub"
+    extra.write_bytes(key.public_pem())
+    signed = sign_documents(
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: r\n  namespace: a\ndata:\n  k: v\n", key
+    )
+    key_text = encode_key(load_documents(signed, limits=DEFAULT_LIMITS)[0])
+    with run_provider(
+        tmp_path / "p",
+        keys={"file-key": key_a_pub},
+        config={"server": {"reloadIntervalSeconds": 0.2}},
+        extra_args=("--key", f"extra={extra}"),
+    ) as proc:
+        first = orjson.loads(proc.get("/readyz")[1])
+        verdict = proc.ask([key_text])["response"]["items"][0]["value"]
+        assert verdict["reason"] == "VERIFIED" and verdict["signers"][0]["name"] == "extra"
+
+        # A real change to the file: one more trusted key, so a new generation is built.
+        (proc.directory / "second.pub").write_bytes(key_b_pub)
+        doc = yaml.safe_load(proc.config_path.read_text())
+        doc["keys"].append({"name": "second", "path": "second.pub"})
+        proc.config_path.write_text(yaml.safe_dump(doc))
+        deadline = time.monotonic() + 30
+        now = first
+        while time.monotonic() < deadline and now["generation"] == first["generation"]:
+            time.sleep(0.1)
+            now = orjson.loads(proc.get("/readyz")[1])
+        assert now["lastReload"]["ok"] is True, now
+        assert now["generation"] != first["generation"], now
+        # The two keys of the file and the --key key, after the reload.
+        assert now["checks"]["keys"]["count"] == 3, now
+        verdict = proc.ask([key_text])["response"]["items"][0]["value"]
+        assert verdict["reason"] == "VERIFIED" and verdict["signers"][0]["name"] == "extra"
+        assert "configuration reloaded" in proc.logs()
+        assert "reload is off" not in proc.logs()

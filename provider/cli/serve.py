@@ -23,7 +23,7 @@ import logging
 import shlex
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -84,6 +84,9 @@ class _Plan:
 
     settings: Any
     options: Any
+    # The configuration as loaded, and what turns it into ``settings`` (again on every reload).
+    loaded: Any
+    transform: Callable[[Any], Any]
     dev_certs: DevCertPaths | None
     dev_certs_created: bool
     development: bool
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     listener = _bind(plan.options.host, plan.options.port)
     options = dataclasses.replace(plan.options, port=listener.getsockname()[1], listen_fd=listener.fileno())
     _print_banner(plan, options, sys.stdout)
-    return _serve(plan.settings, options, extra_keys=bool(args.key))
+    return _serve(plan, options)
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
@@ -140,12 +143,31 @@ def _plan(args: argparse.Namespace) -> _Plan:
             problems.append(f"--{flag} must be a positive integer, got {value}")
 
     options = None
+    loaded = settings
     if settings is not None:
         settings = _with_overrides(settings, args, dev_paths, extra_keys, problems)
         options = _server_options(settings, listen, problems)
     if problems or settings is None or options is None:
         raise ConfigError(problems)
-    return _Plan(settings, options, dev_paths, created, development, args.dev_certs or DEFAULT_DEV_CERTS)
+
+    def transform(new: Any) -> Any:
+        # The same overrides for every configuration a worker loads, so a reload keeps them.
+        found: list[str] = []
+        out = _with_overrides(new, args, dev_paths, extra_keys, found)
+        if found:
+            raise ConfigError(found)
+        return out
+
+    return _Plan(
+        settings,
+        options,
+        loaded,
+        transform,
+        dev_paths,
+        created,
+        development,
+        args.dev_certs or DEFAULT_DEV_CERTS,
+    )
 
 
 def _development_document(dev: DevCertPaths | None) -> dict[str, Any]:
@@ -267,21 +289,19 @@ def _bind(host: str, port: int) -> socket.socket:
         raise ConfigError([f"cannot listen on {host}:{port}: {exc.strerror or exc}"]) from exc
 
 
-def _serve(settings: Any, options: Any, *, extra_keys: bool) -> int:
+def _serve(plan: _Plan, options: Any) -> int:
     from provider.app import create_app
     from provider.server import ProviderServer
     from provider.web import runtime_of
 
     def load_app() -> Any:
-        # Runs in each worker after the fork. A configuration reload re-reads only the file, so keys
-        # added with --key would silently disappear on the first reload: with --key, no reload.
-        app = create_app(settings, watch=False if extra_keys else None)
+        # Runs in each worker after the fork. The command-line overrides (--key among them) are
+        # applied to the loaded configuration and again to every reloaded one.
+        app = create_app(plan.loaded, transform=plan.transform)
         # The TLS files were loaded and checked before the fork (or plain HTTP was chosen).
         runtime_of(app).mark_tls_ready()
         return app
 
-    if extra_keys and settings.source_path is not None:
-        log.warning("configuration reload is off: --key adds keys that are not in %s", settings.source_path)
     ProviderServer(options, load_app).serve()
     return 0
 
