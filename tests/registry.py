@@ -26,7 +26,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import http.server
-import ipaddress
 import json
 import os
 import re
@@ -46,6 +45,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
+
+from provider.certs import CertUsage, KeyedCertificate, generate_ca, issue_certificate
 
 REGISTRY_BINARY = Path("/usr/bin/docker-registry")
 SERVICE = "manifest-provider-test-registry"
@@ -83,68 +84,19 @@ def bcrypt_hash(password: str) -> str:
 # --- certificates -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TestCA:
-    cert_pem: bytes
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
+def make_ca(common_name: str = "manifest-provider test CA") -> KeyedCertificate:
+    """A CA for the registry's TLS certificate (the project's own certificate tooling)."""
+    return generate_ca(common_name, valid_days=1)
 
 
-def make_ca(common_name: str = "manifest-provider test CA") -> TestCA:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return TestCA(cert.public_bytes(serialization.Encoding.PEM), key, cert)
-
-
-def issue_server_cert(ca: TestCA, *, names: tuple[str, ...] = ("localhost",)) -> tuple[bytes, bytes]:
+def issue_server_cert(
+    ca: KeyedCertificate, *, names: tuple[str, ...] = ("localhost",)
+) -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM) for 127.0.0.1 and ``names``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    sans += [x509.DNSName(n) for n in names]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca.key, hashes.SHA256())
+    leaf = issue_certificate(
+        ca, usage=CertUsage.SERVER, dns_names=names, ip_addresses=("127.0.0.1",), valid_days=1
     )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return leaf.certificate_pem(), leaf.key_pem()
 
 
 # --- token server -------------------------------------------------------------------------------
@@ -343,7 +295,7 @@ def start_registry(
         ca = make_ca()
         cert_pem, key_pem = issue_server_cert(ca)
         ca_file = directory / "ca.pem"
-        ca_file.write_bytes(ca.cert_pem)
+        ca_file.write_bytes(ca.certificate_pem())
         (directory / "server.pem").write_bytes(cert_pem)
         (directory / "server.key").write_bytes(key_pem)
         config["http"]["tls"] = {

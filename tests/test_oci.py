@@ -173,7 +173,7 @@ def test_settings_parse_every_key(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
     pw.write_text("from-file\n")
     ca = tmp_path / "ca.pem"
-    ca.write_bytes(make_ca().cert_pem)
+    ca.write_bytes(make_ca().certificate_pem())
     s = RegistrySettings.from_mapping(
         {
             "allow": ["registry.example.com", "ghcr.io/team/*", "127.0.0.1:5000/one"],
@@ -303,7 +303,7 @@ def test_dockerconfigjson_credentials() -> None:
 
 def test_relative_paths_resolve_against_base_dir(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("pw-from-file")
-    (tmp_path / "ca.pem").write_bytes(make_ca().cert_pem)
+    (tmp_path / "ca.pem").write_bytes(make_ca().certificate_pem())
     data = {
         "caFile": "ca.pem",
         "credentials": [{"registry": "r.example.com", "username": "u", "passwordFile": "pw"}],
