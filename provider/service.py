@@ -34,7 +34,7 @@ from provider.config import Settings
 from provider.core.ignore import IgnoreRule
 from provider.core.verdict import Verdict
 from provider.errors import DeadlineExceededError, FormatError, InputError, SourceError
-from provider.logs import FIELDS
+from provider.logs import FIELDS, info_line
 from provider.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -362,12 +362,8 @@ def _log_key(digest: bytes, verdict: CachedVerdict, seconds: float, *, cached: b
         "cache": "hit" if cached else "miss",
         "key_sha256": digest.hex(),
     }
-    # One line per answered key is the hot path: build the record directly
-    # instead of letting logging walk the stack for a caller nobody prints.
-    record = logger.makeRecord(
-        logger.name, logging.INFO, __file__, 0, "key answered", (), None, extra={FIELDS: fields}
-    )
-    logger.handle(record)
+    # One line per answered key is the hot path: written without a LogRecord when possible.
+    info_line(logger, "key answered", fields)
 
 
 # -- the running state ------------------------------------------------------------------

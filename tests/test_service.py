@@ -452,3 +452,68 @@ def test_concurrent_requests_share_one_service_safely(good: dict[str, Any]) -> N
     )
     assert answered == 8 * 15 * len(keys)
     assert len(svc.cache) <= 3
+
+
+def test_per_key_lines_written_directly_match_the_json_formatter(
+    service: ProviderService, good: dict[str, Any]
+) -> None:
+    """With the JSON stream handler as the only destination, lines skip LogRecord: same fields."""
+    import io
+
+    from provider.logs import info_line
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("provider.service")
+    saved = (log.handlers[:], log.propagate, log.level)
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    try:
+        key = key_of(good)
+        service.answer([key, key, "not json"])
+        service.answer([key])
+        service.answer([key])
+        fast = stream.getvalue()
+        # The same call through an ordinary record, for the reference format.
+        stream.seek(0)
+        stream.truncate()
+        log.addFilter(lambda record: True)  # a filter forces the record path
+        info_line(log, "key answered", {"event": "key", "cache": "hit"})
+        reference = orjson.loads(stream.getvalue())
+    finally:
+        log.filters.clear()
+        log.handlers[:], log.propagate = saved[0], saved[1]
+        log.setLevel(saved[2])
+    lines = fast.splitlines()
+    events = [orjson.loads(line) for line in lines]
+    keyed = [e for e in events if e.get("event") == "key"]
+    # One line per answered key (duplicates in one request are answered once).
+    assert [(e["decision"], e["cache"]) for e in keyed] == [
+        ("error", "none"),
+        ("allow", "miss"),
+        ("allow", "hit"),
+        ("allow", "hit"),
+    ]
+    hit = keyed[-1]
+    assert list(hit) == [
+        "time",
+        "level",
+        "logger",
+        "message",
+        "event",
+        "decision",
+        "reason",
+        "duration_ms",
+        "cache",
+        "key_sha256",
+    ]
+    assert list(reference)[:4] == list(hit)[:4]
+    assert (hit["level"], hit["logger"], hit["message"]) == ("INFO", "provider.service", "key answered")
+    assert (reference["level"], reference["logger"]) == ("INFO", "provider.service")
+    assert hit["time"].endswith("Z") and len(hit["time"]) == len(reference["time"]) == 24
+    assert hit["key_sha256"] == _digest(key).hex() and hit["reason"] == "VERIFIED"
+    for line in lines:
+        assert "greeting" not in line and "hello" not in line and "not json" not in line
+        assert key not in line
