@@ -121,6 +121,8 @@ class ServerSettings:
 
     # A provider in a pod listens on the pod's address.
     listen: str = "0.0.0.0:8443"
+    # Plain-HTTP listener for kubelet probes (GET /healthz, /readyz only); None: off.
+    health_listen: str | None = None
     provider_timeout_seconds: int = 3
     # Below the Gatekeeper Provider timeout so a late answer is still an answer.
     deadline_milliseconds: int = 2500
@@ -598,6 +600,7 @@ class _Parser:
         allowed = frozenset(
             {
                 "listen",
+                "healthListen",
                 "deadlineMilliseconds",
                 "providerTimeoutSeconds",
                 "maxBodyBytes",
@@ -615,6 +618,16 @@ class _Parser:
         listen = self.string(s.get("listen"), "server.listen") or d.listen
         if not _valid_listen(listen):
             self.problem(f"server.listen must be HOST:PORT with a port 1-65535, got {_show(listen)}")
+        health_listen = self.string(s.get("healthListen"), "server.healthListen")
+        if health_listen is not None:
+            if not _valid_listen(health_listen):
+                self.problem(
+                    f"server.healthListen must be HOST:PORT with a port 1-65535, got {_show(health_listen)}"
+                )
+            elif _valid_listen(listen) and _port(health_listen) == _port(listen):
+                self.problem(
+                    f"server.healthListen ({health_listen}) must use another port than server.listen ({listen})"
+                )
         timeout = self.integer(
             s.get("providerTimeoutSeconds"), "server.providerTimeoutSeconds", d.provider_timeout_seconds
         )
@@ -638,6 +651,7 @@ class _Parser:
                 reload_interval = self.number(raw, "server.reloadIntervalSeconds", d.reload_interval_seconds)
         return ServerSettings(
             listen=listen,
+            health_listen=health_listen,
             provider_timeout_seconds=timeout,
             deadline_milliseconds=deadline,
             max_body_bytes=self.integer(s.get("maxBodyBytes"), "server.maxBodyBytes", d.max_body_bytes),
@@ -690,6 +704,10 @@ class _Parser:
 
 
 # -- helpers ------------------------------------------------------------------------
+
+
+def _port(listen: str) -> int:
+    return int(listen.rpartition(":")[2])
 
 
 def _valid_listen(listen: str) -> bool:

@@ -21,6 +21,16 @@ Why these gunicorn settings:
 The client DNS-name pin cannot be expressed to OpenSSL, so
 :class:`MutualTlsThreadWorker` checks it right after the handshake and closes
 the connection before a byte of HTTP is read when it does not match.
+
+Kubelet's HTTP probes present no client certificate, so they cannot reach the
+main listener. With ``server.healthListen`` the same gunicorn also binds a
+second, plain-HTTP socket: the worker leaves connections accepted on it
+unwrapped and hands their requests to :func:`health_only_app`, which answers
+only ``GET /healthz`` and ``GET /readyz`` (status only, no configuration
+detail) by asking the worker's own app. A probe is thus answered by a serving
+worker, with that worker's readiness; a stuck worker fails it. Which app a
+request reaches is decided by the socket the connection was accepted on,
+never by anything the client sends.
 """
 
 from __future__ import annotations
@@ -31,11 +41,13 @@ import gc
 import logging
 import ssl
 import sys
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -61,6 +73,15 @@ INSECURE_PLAIN_HTTP_WARNING = (
 
 WsgiApp = Callable[..., Any]
 
+# What the health listener answers; everything else there is a 404.
+HEALTH_PATHS = ("/healthz", "/readyz")
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``[V6]:PORT``, or ``:PORT`` for every address) -> (host, port)."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - the configured address
+
 
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
@@ -82,16 +103,27 @@ class ServerOptions:
     worker_connections: int = 1000
     # An already bound listening socket (``serve`` binds before forking); overrides host/port.
     listen_fd: int | None = None
+    # The plain-HTTP probe listener (None: off); see the module docstring.
+    health_host: str | None = None
+    health_port: int = 0
+    health_listen_fd: int | None = None
     log_level: str = "info"
     access_log: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, server: ServerSettings, *, listen: tuple[str, int] | None = None) -> ServerOptions:
-        """Options from the configuration's ``server:`` section (``listen`` overrides its address)."""
+    def from_settings(
+        cls,
+        server: ServerSettings,
+        *,
+        listen: tuple[str, int] | None = None,
+        health_listen: tuple[str, int] | None = None,
+    ) -> ServerOptions:
+        """Options from the configuration's ``server:`` section (``listen``/``health_listen`` override it)."""
         if listen is None:
-            host, _, port = server.listen.rpartition(":")
-            listen = (host.strip("[]") or "0.0.0.0", int(port))  # noqa: S104 - the configured address
+            listen = split_listen(server.listen)
+        if health_listen is None and server.health_listen:
+            health_listen = split_listen(server.health_listen)
         tls = server.tls
         files = None
         if not tls.insecure_plain_http and tls.cert_file and tls.key_file and tls.client_ca_file:
@@ -105,13 +137,23 @@ class ServerOptions:
             tls=files,
             client_dns_names=tuple(tls.client_dns_names),
             insecure_plain_http=tls.insecure_plain_http,
+            health_host=health_listen[0] if health_listen else None,
+            health_port=health_listen[1] if health_listen else 0,
         )
 
     @property
     def bind(self) -> str:
         if self.listen_fd is not None:
             return f"fd://{self.listen_fd}"
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return _address(self.host, self.port)
+
+    @property
+    def health_bind(self) -> str | None:
+        if self.health_host is None:
+            return None
+        if self.health_listen_fd is not None:
+            return f"fd://{self.health_listen_fd}"
+        return _address(self.health_host, self.health_port)
 
     @property
     def scheme(self) -> str:
@@ -131,6 +173,11 @@ class ServerOptions:
                 out.append(f"server.{name} must be a positive integer, got {value!r}")
         if not 0 <= self.port <= 65535:
             out.append(f"server listen port must be within 0..65535, got {self.port}")
+        if self.health_host is not None:
+            if not 0 <= self.health_port <= 65535:
+                out.append(f"server healthListen port must be within 0..65535, got {self.health_port}")
+            elif self.health_port == self.port and self.port != 0:
+                out.append(f"server healthListen must use another port than listen, both are {self.port}")
         if self.tls is None and not self.insecure_plain_http:
             out.append(
                 "server.tls: certFile, keyFile and clientCAFile are required (or insecurePlainHTTP: true)"
@@ -209,19 +256,145 @@ class MutualTlsThreadWorker(ThreadWorker):  # type: ignore[misc]
     """
 
     allowed_client_dns_names: tuple[str, ...] = ()
+    # The port of the plain-HTTP probe listener; None: there is none.
+    health_port: int | None = None
+    wsgi: WsgiApp
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        if self.health_port is not None:
+            self.wsgi = _by_listener(self.wsgi, health_only_app(self.wsgi))
 
     def enqueue_req(self, conn: Any) -> None:
-        if self.allowed_client_dns_names and type(conn) is TConn:
+        if self.health_port is not None and _is_health(conn, self.health_port):
+            if not getattr(conn, "health_only", False):
+                conn.health_only = True
+                # No TLS on this socket: the connection sees the configuration without it.
+                conn.cfg = _PlainConfig(conn.cfg)
+        elif self.allowed_client_dns_names and type(conn) is TConn:
             conn.__class__ = _PinnedConn
             conn.allowed_dns_names = self.allowed_client_dns_names
         super().enqueue_req(conn)
 
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        # The app is chosen by the socket the connection came in on (see _by_listener).
+        _listener.main = not getattr(conn, "health_only", False)
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            _listener.main = False
 
-def worker_class_for(allowed_client_dns_names: tuple[str, ...]) -> type[MutualTlsThreadWorker]:
+
+# Whether the request on this thread came in on the main listener. Anything that
+# does not set it (another request path of gunicorn) gets the health-only app.
+_listener = threading.local()
+
+
+def _is_health(conn: Any, health_port: int) -> bool:
+    server = conn.server
+    return isinstance(server, tuple) and len(server) >= 2 and server[1] == health_port
+
+
+class _PlainConfig:
+    """gunicorn's configuration as seen by a connection of the health listener: no TLS."""
+
+    is_ssl = False
+
+    def __init__(self, cfg: Any) -> None:
+        self._cfg = cfg
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cfg, name)
+
+
+def _by_listener(main: WsgiApp, health: WsgiApp) -> WsgiApp:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if getattr(_listener, "main", False):
+            return main(environ, start_response)  # type: ignore[no-any-return]
+        return health(environ, start_response)  # type: ignore[no-any-return]
+
+    return app
+
+
+def health_only_app(app: WsgiApp) -> WsgiApp:
+    """A WSGI app that serves only ``GET /healthz`` and ``GET /readyz`` of ``app``.
+
+    The status code is ``app``'s own; the body is reduced to a status word, so
+    the probe port reveals neither the configuration path, nor its generation,
+    nor reload errors. Every other method or path is a JSON 404.
+    """
+
+    def health(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") != "GET" or path not in HEALTH_PATHS:
+            return _reply(
+                start_response,
+                "404 Not Found",
+                {"error": "not found: this port serves only GET /healthz and GET /readyz"},
+                head=environ.get("REQUEST_METHOD") == "HEAD",
+            )
+        status = _status_of(app, environ)
+        if not status[:3].isdigit():
+            status = "500 Internal Server Error"
+        if status.startswith("200"):
+            word = "ok" if path == "/healthz" else "ready"
+        else:
+            word = "unavailable" if path == "/healthz" else "not ready"
+        return _reply(start_response, status, {"status": word})
+
+    return health
+
+
+def _status_of(app: WsgiApp, environ: dict[str, Any]) -> str:
+    """The status line ``app`` answers ``environ`` with; its body is read and dropped."""
+    seen: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
+        seen[:] = [status]
+        return lambda data: None
+
+    body = app(environ, start_response)
+    try:
+        for _ in body:
+            pass
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return seen[0] if seen else "500 Internal Server Error"
+
+
+def _reply(
+    start_response: Callable[..., Any], status: str, doc: dict[str, str], *, head: bool = False
+) -> list[bytes]:
+    body = orjson.dumps(doc)
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    # A response to HEAD has the headers of the GET answer and no body.
+    return [] if head else [body]
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def worker_class_for(
+    allowed_client_dns_names: tuple[str, ...], *, health_port: int | None = None
+) -> type[MutualTlsThreadWorker]:
     return type(
         "MutualTlsThreadWorker",
         (MutualTlsThreadWorker,),
-        {"allowed_client_dns_names": tuple(allowed_client_dns_names), "__module__": __name__},
+        {
+            "allowed_client_dns_names": tuple(allowed_client_dns_names),
+            "health_port": health_port,
+            "__module__": __name__,
+        },
     )
 
 
@@ -234,6 +407,9 @@ class ProviderServer(BaseApplication):  # type: ignore[misc]
 
     def __init__(self, options: ServerOptions, app_loader: Callable[[], WsgiApp]) -> None:
         problems = options.problems()
+        if options.health_host is not None and options.health_listen_fd is None and options.health_port == 0:
+            # The worker tells the health socket by its port, so the port must be known before forking.
+            problems.append("server healthListen port 0 needs a socket bound beforehand (as serve does)")
         if problems:
             raise ConfigError(problems)
         self.options = options
@@ -248,11 +424,15 @@ class ProviderServer(BaseApplication):  # type: ignore[misc]
 
     def gunicorn_settings(self) -> dict[str, Any]:
         o = self.options
+        health_bind = o.health_bind
         settings: dict[str, Any] = {
-            "bind": [o.bind],
+            "bind": [o.bind] if health_bind is None else [o.bind, health_bind],
             "workers": o.workers,
             "threads": o.threads,
-            "worker_class": worker_class_for(o.client_dns_names if o.tls is not None else ()),
+            "worker_class": worker_class_for(
+                o.client_dns_names if o.tls is not None else (),
+                health_port=o.health_port if health_bind is not None else None,
+            ),
             "worker_connections": o.worker_connections,
             "keepalive": o.keepalive_seconds,
             "timeout": o.worker_timeout_seconds,

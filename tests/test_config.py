@@ -357,3 +357,21 @@ def test_real_fixture_keys_load(tmp_path: Path, key_a_pub: bytes, key_c_pub: byt
     )
     assert [k.name for k in settings.keys] == ["a", "c"]
     assert settings.keys[0].fingerprint != settings.keys[1].fingerprint
+
+
+def test_health_listen_is_off_by_default_and_validated_like_listen() -> None:
+    assert parse_settings({}).server.health_listen is None
+    s = parse_settings({"server": {"listen": "0.0.0.0:8443", "healthListen": "0.0.0.0:8081"}}).server
+    assert (s.listen, s.health_listen) == ("0.0.0.0:8443", "0.0.0.0:8081")
+    assert parse_settings({"server": {"healthListen": "[::]:8081"}}).server.health_listen == "[::]:8081"
+    for bad, expected in (
+        ("nowhere", "server.healthListen must be HOST:PORT"),
+        ("0.0.0.0:0", "server.healthListen must be HOST:PORT"),
+        ("0.0.0.0:70000", "server.healthListen must be HOST:PORT"),
+        (8081, "server.healthListen must be a non-empty string"),
+        ("", "server.healthListen must be a non-empty string"),
+        ("127.0.0.1:8443", "server.healthListen (127.0.0.1:8443) must use another port than server.listen"),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            parse_settings({"server": {"listen": "0.0.0.0:8443", "healthListen": bad}})
+        assert expected in problems_of(exc), (bad, problems_of(exc))

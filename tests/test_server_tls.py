@@ -78,8 +78,33 @@ def _signed_object(key: PrivateKey, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory, signing_key: PrivateKey) -> Iterator[ProviderProcess]:
     directory = tmp_path_factory.mktemp("provider-tls")
-    with run_provider(directory, keys={"release": signing_key.public_pem()}, workers=1, threads=4) as proc:
+    # With the plain-HTTP probe listener on: every test of the main port runs next to it.
+    with run_provider(
+        directory,
+        keys={"release": signing_key.public_pem()},
+        workers=1,
+        threads=4,
+        extra_args=("--health-listen", "127.0.0.1:0"),
+    ) as proc:
         yield proc
+
+
+def _health_port(proc: ProviderProcess) -> int:
+    """The probe port from the line ``serve`` prints after the verdict URL."""
+    for line in proc.stdout_path.read_text("utf-8").splitlines():
+        if line.startswith("manifest-provider: health probes on http://127.0.0.1:"):
+            return int(line.split("http://127.0.0.1:", 1)[1].split()[0])
+    raise AssertionError(proc.stdout_path.read_text("utf-8"))
+
+
+def _plain(proc: ProviderProcess, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(proc.host, _health_port(proc), timeout=10)
+    try:
+        conn.request(method, path, **kwargs)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 def _verdict(item: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +247,112 @@ def test_plain_http_to_the_tls_port_gets_no_answer(provider: ProviderProcess) ->
             pass
     assert b"ProviderResponse" not in received
     assert not received.startswith(b"HTTP/1.1 200")
+
+
+# -- the probe listener (server.healthListen) ------------------------------------------
+
+
+def test_health_port_answers_probes_without_a_client_certificate(provider: ProviderProcess) -> None:
+    """Plain HTTP, no certificate at all, as kubelet's httpGet probes; status only, no detail."""
+    assert _plain(provider, "GET", "/healthz") == (200, b'{"status":"ok"}')
+    status, body = _plain(provider, "GET", "/readyz")
+    assert (status, orjson.loads(body)) == (200, {"status": "ready"})
+    # The main port's /readyz names the configuration file and generation; the probe port must not.
+    detail = orjson.loads(provider.get("/readyz")[1])
+    assert detail["ready"] is True
+    assert detail["generation"].encode() not in body and b"config" not in body and b"path" not in body
+    # A query string is still the same probe.
+    assert _plain(provider, "GET", "/healthz?verbose=1")[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/validate"),
+        ("GET", "/validate"),
+        ("GET", "/metrics"),
+        ("POST", "/readyz"),
+        ("HEAD", "/healthz"),
+        ("GET", "/"),
+        ("GET", "/readyz/"),
+        ("GET", "//validate"),
+        ("GET", "/%76alidate"),
+    ],
+)
+def test_health_port_serves_nothing_else(
+    provider: ProviderProcess, signing_key: PrivateKey, method: str, path: str
+) -> None:
+    key = encode_key(_signed_object(signing_key, "via-health-port"))
+    status, body = _plain(
+        provider,
+        method,
+        path,
+        body=encode_request([key]) if method == "POST" else None,
+        # A Host header naming the main port changes nothing: the socket decides.
+        headers={"Content-Type": "application/json", "Host": f"127.0.0.1:{provider.port}"},
+    )
+    assert status == 404, (status, body)
+    assert b"ProviderResponse" not in body and b"manifest_provider" not in body and b"VERIFIED" not in body
+    if method != "HEAD":
+        assert orjson.loads(body)["error"].startswith("not found")
+
+
+def test_health_port_keeps_a_connection_to_its_paths(provider: ProviderProcess) -> None:
+    """Kept-alive requests on one probe connection stay on the health-only app."""
+    conn = http.client.HTTPConnection(provider.host, _health_port(provider), timeout=10)
+    try:
+        for path, expected in (("/healthz", 200), ("/metrics", 404), ("/readyz", 200), ("/validate", 404)):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == expected, path
+    finally:
+        conn.close()
+
+
+def test_main_port_still_requires_a_client_certificate_next_to_the_health_port(
+    provider: ProviderProcess,
+) -> None:
+    assert provider.tls is not None
+    for path in ("/healthz", "/readyz", "/validate"):
+        conn = http.client.HTTPSConnection(
+            provider.host, provider.port, timeout=10, context=client_context(provider.tls.provider_ca)
+        )
+        try:
+            with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected, OSError)):
+                conn.request("GET", path)
+                conn.getresponse()
+        finally:
+            conn.close()
+    # And TLS on the probe port finds no TLS server there.
+    with (
+        socket.create_connection((provider.host, _health_port(provider)), timeout=10) as raw,
+        pytest.raises((ssl.SSLError, ConnectionError, OSError)),
+    ):
+        provider.client_context().wrap_socket(raw, server_hostname="localhost")
+
+
+def test_health_only_app_reports_the_apps_own_readiness() -> None:
+    """The probe app's status follows the real app's readiness (503 until TLS is confirmed)."""
+    from werkzeug.test import Client
+
+    from provider.app import create_app
+    from provider.server import health_only_app
+    from provider.web import runtime_of
+
+    app = create_app(watch=False)
+    probe = Client(health_only_app(app))
+    response = probe.get("/readyz")
+    assert (response.status_code, response.get_json()) == (503, {"status": "not ready"})
+    assert probe.get("/healthz").status_code == 200
+    runtime_of(app).mark_tls_ready()
+    response = probe.get("/readyz")
+    assert (response.status_code, response.get_json()) == (200, {"status": "ready"})
+    runtime_of(app).mark_tls_unready("certificate file unreadable")
+    response = probe.get("/readyz")
+    assert response.status_code == 503 and b"unreadable" not in response.data
+    assert probe.post("/validate", data=b"{}").status_code == 404
+    assert probe.get("/metrics").status_code == 404
 
 
 # -- volume ---------------------------------------------------------------------------------
@@ -489,5 +620,7 @@ def test_logs_are_json_lines_with_one_access_line_per_request(provider: Provider
     )
     # stdout holds what serve prints for people, nothing else.
     assert provider.stdout_path.read_text().splitlines() == [
-        f"manifest-provider: serving verdicts on {provider.verdict_url}"
+        f"manifest-provider: serving verdicts on {provider.verdict_url}",
+        f"manifest-provider: health probes on http://127.0.0.1:{_health_port(provider)}"
+        " (GET /healthz, GET /readyz)",
     ]

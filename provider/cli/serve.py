@@ -62,6 +62,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (port 0 picks a free port)")
     p.add_argument(
+        "--health-listen",
+        metavar="HOST:PORT",
+        help="also serve GET /healthz and /readyz (status only) over plain HTTP here, for kubelet probes; "
+        "same as server.healthListen",
+    )
+    p.add_argument(
         "--dev-certs",
         type=Path,
         metavar="DIR",
@@ -101,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
     plan = _plan(args)
     listener = _bind(plan.options.host, plan.options.port)
     options = dataclasses.replace(plan.options, port=listener.getsockname()[1], listen_fd=listener.fileno())
+    if options.health_host is not None:
+        health = _bind(options.health_host, options.health_port)
+        options = dataclasses.replace(
+            options, health_port=health.getsockname()[1], health_listen_fd=health.fileno()
+        )
     _print_banner(plan, options, sys.stdout)
     return _serve(plan, options)
 
@@ -137,6 +148,9 @@ def _plan(args: argparse.Namespace) -> _Plan:
 
     extra_keys = _extra_keys(args.key, problems)
     listen = _parse_listen(args.listen, problems) if args.listen else None
+    health_listen = (
+        _parse_listen(args.health_listen, problems, flag="--health-listen") if args.health_listen else None
+    )
     for flag in ("workers", "threads"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
@@ -146,7 +160,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
     loaded = settings
     if settings is not None:
         settings = _with_overrides(settings, args, dev_paths, extra_keys, problems)
-        options = _server_options(settings, listen, problems)
+        options = _server_options(settings, listen, health_listen, problems)
     if problems or settings is None or options is None:
         raise ConfigError(problems)
 
@@ -207,11 +221,11 @@ def _extra_keys(specs: Sequence[str], problems: list[str]) -> list[Any]:
     return keys
 
 
-def _parse_listen(text: str, problems: list[str]) -> tuple[str, int] | None:
+def _parse_listen(text: str, problems: list[str], *, flag: str = "--listen") -> tuple[str, int] | None:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        problems.append(f"--listen must be HOST:PORT with a port 0-65535, got {text!r}")
+        problems.append(f"{flag} must be HOST:PORT with a port 0-65535, got {text!r}")
         return None
     return host, int(port)
 
@@ -238,6 +252,8 @@ def _with_overrides(
     if args.insecure_plain_http:
         tls = TlsSettings(client_dns_names=(), insecure_plain_http=True)
     changes: dict[str, Any] = {"tls": tls}
+    if args.health_listen:
+        changes["health_listen"] = args.health_listen
     if args.workers is not None and args.workers > 0:
         changes["workers"] = args.workers
     if args.threads is not None and args.threads > 0:
@@ -262,13 +278,18 @@ def _with_overrides(
     )
 
 
-def _server_options(settings: Any, listen: tuple[str, int] | None, problems: list[str]) -> Any:
+def _server_options(
+    settings: Any,
+    listen: tuple[str, int] | None,
+    health_listen: tuple[str, int] | None,
+    problems: list[str],
+) -> Any:
     from provider.server import ServerOptions
     from provider.tlsctx import build_server_context
 
     tls = settings.server.tls
     problems.extend(tls.serving_problems())
-    options = ServerOptions.from_settings(settings.server, listen=listen)
+    options = ServerOptions.from_settings(settings.server, listen=listen, health_listen=health_listen)
     if options.tls is not None or options.insecure_plain_http:
         problems.extend(p for p in options.problems() if p not in problems)
     if options.tls is not None:
@@ -319,6 +340,9 @@ def _print_banner(plan: _Plan, options: Any, out: TextIO) -> None:
     base = f"{options.scheme}://{_url_host(options.host)}:{options.port}"
     url = base + VERDICT_PATH
     text = [f"manifest-provider: serving verdicts on {url}\n"]
+    if options.health_host is not None:
+        health = f"http://{_url_host(options.health_host)}:{options.health_port}"
+        text.append(f"manifest-provider: health probes on {health} (GET /healthz, GET /readyz)\n")
     if plan.development:
         text += _development_text(plan, url)
     # One write: whoever waits for the first line finds everything it mentions in place.
