@@ -350,6 +350,24 @@ def test_names_labels_and_ports_refer_to_each_other(directory: Path, manual_tls_
     config = yaml.safe_load(config_map["data"]["config.yaml"])
     listen_port = int(config["server"]["listen"].rpartition(":")[2])
     assert listen_port == container_ports[svc_port["targetPort"]]
+
+    # kubelet probes: plain HTTP on the health listener, real readiness, not a TCP connect
+    health_port = int(config["server"]["healthListen"].rpartition(":")[2])
+    assert health_port != listen_port
+    (health_name,) = [name for name, number in container_ports.items() if number == health_port]
+    probes = {name: container[name] for name in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert probes["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": health_name}
+    assert probes["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": health_name}
+    for probe in probes.values():
+        assert "tcpSocket" not in probe and probe["httpGet"].get("scheme", "HTTP") == "HTTP"
+        assert probe["httpGet"]["port"] == health_name
+    # The network policy admits Gatekeeper to the verdict port only; probes come from the node.
+    assert {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]} == {
+        svc_port["targetPort"]
+    }
+    assert health_name != svc_port["targetPort"]
+    # Fewer malloc arenas: less resident memory per worker.
+    assert {"name": "MALLOC_ARENA_MAX", "value": "2"} in container.get("env", [])
     mounted = {m["mountPath"] for m in container["volumeMounts"]}
     tls = config["server"]["tls"]
     for path in [tls["certFile"], tls["keyFile"], tls["clientCAFile"], *(k["path"] for k in config["keys"])]:
@@ -515,6 +533,7 @@ def test_shipped_configuration_is_accepted_by_the_provider(
     settings = config_module.settings_from_bytes(text.encode(), base_dir=tmp_path)
     assert [k.name for k in settings.keys] == ["release"]
     assert settings.server.provider_timeout_seconds == 3
+    assert settings.server.health_listen == "0.0.0.0:8081"
 
 
 # -- manifest-provider certs ------------------------------------------------------
