@@ -355,6 +355,105 @@ def test_health_only_app_reports_the_apps_own_readiness() -> None:
     assert probe.get("/metrics").status_code == 404
 
 
+_UNREADY_SERVER = """
+import socket, sys
+from provider.app import create_app
+from provider.server import ProviderServer, ServerOptions
+
+main = socket.create_server(("127.0.0.1", 0))
+health = socket.create_server(("127.0.0.1", 0))
+options = ServerOptions(
+    host="127.0.0.1", port=main.getsockname()[1], listen_fd=main.fileno(),
+    health_host="127.0.0.1", health_port=health.getsockname()[1], health_listen_fd=health.fileno(),
+    workers=1, threads=2, insecure_plain_http=True,
+)
+print(main.getsockname()[1], health.getsockname()[1], flush=True)
+# The serving material is never confirmed, so the workers' app stays not ready.
+ProviderServer(options, lambda: create_app(watch=False)).serve()
+"""
+
+
+def test_health_port_reports_the_workers_readiness_not_the_process(tmp_path: Path) -> None:
+    """Real gunicorn whose workers are alive but not ready: the probe port says 503, not 200."""
+    import subprocess
+    import sys
+
+    from tests.providerproc import serve_env, stop
+
+    out, err = tmp_path / "out", tmp_path / "err"
+    with out.open("wb") as o, err.open("wb") as e:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _UNREADY_SERVER], env=serve_env(), stdout=o, stderr=e
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not out.read_text().strip():
+            assert process.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
+        main_port, health_port = (int(p) for p in out.read_text().split())
+        answers: dict[str, tuple[int, bytes]] = {}
+        while time.monotonic() < deadline and "/healthz" not in answers:
+            try:
+                for path in ("/healthz", "/readyz"):
+                    conn = http.client.HTTPConnection("127.0.0.1", health_port, timeout=10)
+                    conn.request("GET", path)
+                    response = conn.getresponse()
+                    answers[path] = (response.status, response.read())
+                    conn.close()
+            except OSError:
+                time.sleep(0.05)
+        assert answers["/healthz"] == (200, b'{"status":"ok"}')
+        assert answers["/readyz"] == (503, b'{"status":"not ready"}')
+        # The main port's own /readyz agrees and says why.
+        conn = http.client.HTTPConnection("127.0.0.1", main_port, timeout=10)
+        conn.request("GET", "/readyz")
+        response = conn.getresponse()
+        assert response.status == 503
+        assert orjson.loads(response.read())["checks"]["tls"]["ok"] is False
+        conn.close()
+    finally:
+        stop(process)
+
+
+def test_server_options_bind_the_health_socket_and_need_a_known_port(tmp_path: Path) -> None:
+    from provider.config import parse_settings
+    from provider.errors import ConfigError
+    from provider.server import ProviderServer, ServerOptions
+
+    server = parse_settings(
+        {
+            "server": {
+                "listen": "0.0.0.0:8443",
+                "healthListen": "[::]:8081",
+                "tls": {"insecurePlainHTTP": True},
+            }
+        }
+    ).server
+    options = ServerOptions.from_settings(server)
+    assert (options.health_host, options.health_port, options.health_bind) == ("::", 8081, "[::]:8081")
+    settings = ProviderServer(options, lambda: None).gunicorn_settings()
+    assert settings["bind"] == ["0.0.0.0:8443", "[::]:8081"]
+    assert settings["worker_class"].health_port == 8081
+    # Without a health listener: one bind, and no health-only routing in the worker.
+    plain = ServerOptions.from_settings(
+        parse_settings({"server": {"tls": {"insecurePlainHTTP": True}}}).server
+    )
+    assert plain.health_bind is None
+    settings = ProviderServer(plain, lambda: None).gunicorn_settings()
+    assert settings["bind"] == ["0.0.0.0:8443"] and settings["worker_class"].health_port is None
+    # The same port twice, or a port 0 nobody bound beforehand, are refused before anything starts.
+    for health_port in (8443, 0):
+        bad = ServerOptions(
+            host="0.0.0.0",
+            port=8443,
+            health_host="0.0.0.0",
+            health_port=health_port,
+            insecure_plain_http=True,
+        )
+        with pytest.raises(ConfigError, match="healthListen"):
+            ProviderServer(bad, lambda: None)
+
+
 # -- volume ---------------------------------------------------------------------------------
 
 
