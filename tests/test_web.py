@@ -456,3 +456,44 @@ sys.stdout.write(client.get("/metrics").data.decode())
     assert 'manifest_provider_verdicts_total{reason="NO_SIGNATURE"} 1.0' in done.stdout
     assert "manifest_provider_requests_total 1.0" in done.stdout
     assert list(tmp_path.glob("*.db")), "values were not written to the multi-process directory"
+
+
+def test_transform_applies_to_the_first_and_every_reloaded_configuration(tmp_path: Path) -> None:
+    """What serve uses for --key: a transform that must survive reloads, and may reject one."""
+    import dataclasses
+
+    from provider.app import WATCHER_EXTENSION
+    from provider.errors import ConfigError
+    from provider.reload import ConfigWatcher
+
+    _, pem_a = keypair("transform-a")
+    _, pem_b = keypair("transform-b")
+    (tmp_path / "a.pub").write_bytes(pem_a)
+    (tmp_path / "b.pub").write_bytes(pem_b)
+    config = tmp_path / "config.yaml"
+    config.write_text("keys: [{name: a, path: a.pub}]\n")
+    seen: list[str] = []
+    refuse = [False]
+
+    def transform(settings: Settings) -> Settings:
+        if refuse[0]:
+            raise ConfigError(["--key b: a trusted key with this name is already configured"])
+        seen.append(settings.generation)
+        return dataclasses.replace(settings, generation=settings.generation + "-t")
+
+    app = create_app(config_path=str(config), watch=False, transform=transform)
+    rt = runtime(app)
+    watcher: ConfigWatcher = app.extensions[WATCHER_EXTENSION]
+    first = rt.service.generation
+    assert first.endswith("-t") and len(seen) == 1
+
+    config.write_text("keys: [{name: a, path: a.pub}, {name: b, path: b.pub}]\n")
+    assert watcher.poll() is True
+    assert rt.service.generation.endswith("-t") and rt.service.generation != first and len(seen) == 2
+    assert [k.name for k in rt.settings.keys] == ["a", "b"]
+
+    refuse[0] = True
+    config.write_text("keys: [{name: b, path: b.pub}]\n")
+    assert watcher.poll() is False
+    assert rt.reload_status.ok is False and "already configured" in (rt.reload_status.error or "")
+    assert [k.name for k in rt.settings.keys] == ["a", "b"]
