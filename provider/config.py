@@ -133,6 +133,8 @@ class ServerSettings:
     threads: int = 8
     keep_alive_seconds: int = 5
     reload_interval_seconds: float = 5.0
+    # One access-log line per HTTP request, on top of the one line per key.
+    access_log: bool = False
     tls: TlsSettings = field(default_factory=TlsSettings)
 
 
@@ -610,6 +612,7 @@ class _Parser:
                 "threads",
                 "keepAliveSeconds",
                 "reloadIntervalSeconds",
+                "accessLog",
                 "tls",
             }
         )
@@ -665,6 +668,7 @@ class _Parser:
                 s.get("keepAliveSeconds"), "server.keepAliveSeconds", d.keep_alive_seconds
             ),
             reload_interval_seconds=reload_interval,
+            access_log=self.boolean(s.get("accessLog"), "server.accessLog", d.access_log),
             tls=self.tls(s.get("tls")),
         )
 

@@ -108,7 +108,7 @@ class ServerOptions:
     health_port: int = 0
     health_listen_fd: int | None = None
     log_level: str = "info"
-    access_log: bool = True
+    access_log: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -139,6 +139,7 @@ class ServerOptions:
             insecure_plain_http=tls.insecure_plain_http,
             health_host=health_listen[0] if health_listen else None,
             health_port=health_listen[1] if health_listen else 0,
+            access_log=server.access_log,
         )
 
     @property
