@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from provider.certs import GATEKEEPER_CLIENT_DNS_NAME, DevCertPaths, ensure_dev_certs, write_file
+from provider.cli.verify import parse_key_args
+from provider.core.keys import PublicKey
 from provider.errors import ConfigError, ManifestProviderError
 
 log = logging.getLogger(__name__)
@@ -146,7 +148,11 @@ def _plan(args: argparse.Namespace) -> _Plan:
     except ConfigError as exc:
         problems.extend(exc.problems)
 
-    extra_keys = _extra_keys(args.key, problems)
+    extra_keys: tuple[PublicKey, ...] = ()
+    try:
+        extra_keys = parse_key_args(args.key, flag="--key", require_names=True)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     listen = _parse_listen(args.listen, problems) if args.listen else None
     health_listen = (
         _parse_listen(args.health_listen, problems, flag="--health-listen") if args.health_listen else None
@@ -200,27 +206,6 @@ def _development_document(dev: DevCertPaths | None) -> dict[str, Any]:
     return {"keys": [{"name": DEMO_KEY_NAME, "pem": demo.read_text("utf-8")}], "server": server}
 
 
-def _extra_keys(specs: Sequence[str], problems: list[str]) -> list[Any]:
-    from provider.core.keys import load_public_key
-
-    keys = []
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            problems.append(f"--key {spec!r}: expected NAME=PATH")
-            continue
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            problems.append(f"--key {name}: cannot read {path}: {exc.strerror or exc}")
-            continue
-        try:
-            keys.append(load_public_key(data, name=name))
-        except ManifestProviderError as exc:
-            problems.append(f"--key {name}: cannot load public key {path}: {exc.diagnostics()}")
-    return keys
-
-
 def _parse_listen(text: str, problems: list[str], *, flag: str = "--listen") -> tuple[str, int] | None:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
@@ -234,7 +219,7 @@ def _with_overrides(
     settings: Any,
     args: argparse.Namespace,
     dev: DevCertPaths | None,
-    extra_keys: list[Any],
+    extra_keys: Sequence[PublicKey],
     problems: list[str],
 ) -> Any:
     from provider.config import KeySpec, TlsSettings

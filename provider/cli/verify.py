@@ -84,24 +84,33 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def parse_key_args(values: Sequence[str]) -> tuple[PublicKey, ...]:
-    """``-k a.pub,b.pub -k team=c.pub`` -> named public keys; names must be unique."""
+def parse_key_args(
+    values: Sequence[str], *, flag: str = "-k", require_names: bool = False
+) -> tuple[PublicKey, ...]:
+    """``-k a.pub,b.pub -k team=c.pub`` -> named public keys; names must be unique.
+
+    Without ``NAME=`` a key is named after its file, unless ``require_names``.
+    Raises :class:`ConfigError` listing every unusable key.
+    """
     keys: list[PublicKey] = []
     problems: list[str] = []
     for value in values:
         for item in filter(None, (v.strip() for v in value.split(","))):
             name, sep, path = item.partition("=")
+            if require_names and (not sep or not name or not path):
+                problems.append(f"{flag} {item!r}: expected NAME=PATH")
+                continue
             if not sep:
                 path, name = item, Path(item).name
             try:
                 data = Path(path).read_bytes()
             except OSError as exc:
-                problems.append(f"key {path}: {exc.strerror or exc}")
+                problems.append(f"{flag} {name}: cannot read key {path}: {exc.strerror or exc}")
                 continue
             try:
                 keys.append(load_public_key(data, name=name))
             except ManifestProviderError as exc:
-                problems.append(f"key {path}: {exc.diagnostics()}")
+                problems.append(f"{flag} {name}: cannot load public key {path}: {exc.diagnostics()}")
     names = [k.name for k in keys]
     problems += [f"key name {n!r} given twice" for n in sorted({n for n in names if names.count(n) > 1})]
     if problems:
