@@ -84,6 +84,8 @@ def provider(tmp_path_factory: pytest.TempPathFactory, signing_key: PrivateKey) 
         keys={"release": signing_key.public_pem()},
         workers=1,
         threads=4,
+        # The access log is off by default; on here so its JSON lines are checked.
+        config={"server": {"accessLog": True}},
         extra_args=("--health-listen", "127.0.0.1:0"),
     ) as proc:
         yield proc
