@@ -173,21 +173,7 @@ def test_insecure_plain_http_with_an_extra_key(
     url = wait_for_banner(tmp_path / "serve.out", proc, tmp_path / "serve.err", 60)
     assert url.startswith("http://127.0.0.1:")
     parts = urllib.parse.urlsplit(url)
-    body = b""
-    for _ in range(200):
-        try:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-            conn.request(
-                "POST",
-                "/validate",
-                body=encode_request([encode_key(obj)]),
-                headers={"Content-Type": "application/json"},
-            )
-            body = conn.getresponse().read()
-            break
-        except OSError:
-            assert proc.poll() is None, (tmp_path / "serve.err").read_text()
-            time.sleep(0.05)
+    body = _post_plain(parts, encode_request([encode_key(obj)]), proc, tmp_path / "serve.err")
     answer = orjson.loads(body)
     verdict = answer["response"]["items"][0]["value"]
     assert verdict["reason"] == "VERIFIED" and verdict["signers"][0]["name"] == "extra"
@@ -326,21 +312,7 @@ def test_keys_held_in_cluster_secrets(tmp_path: Path, started: list[subprocess.P
             )
         started.append(proc)
         url = urllib.parse.urlsplit(wait_for_banner(tmp_path / "serve.out", proc, tmp_path / "serve.err", 60))
-        body = b""
-        for _ in range(200):
-            try:
-                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-                conn.request(
-                    "POST",
-                    "/validate",
-                    body=encode_request([encode_key(obj)]),
-                    headers={"Content-Type": "application/json"},
-                )
-                body = conn.getresponse().read()
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "serve.err").read_text()
-                time.sleep(0.05)
+        body = _post_plain(url, encode_request([encode_key(obj)]), proc, tmp_path / "serve.err")
         assert any(r.path.endswith("/namespaces/keys/secrets/release-key") for r in api.requests)
     verdict = orjson.loads(body)["response"]["items"][0]["value"]
     assert verdict["reason"] == "VERIFIED" and verdict["signers"][0]["name"] == "release"
@@ -385,3 +357,18 @@ def test_keys_added_with_key_survive_a_configuration_reload(
         assert verdict["reason"] == "VERIFIED" and verdict["signers"][0]["name"] == "extra"
         assert "configuration reloaded" in proc.logs()
         assert "reload is off" not in proc.logs()
+
+
+def _post_plain(
+    url: urllib.parse.SplitResult, body: bytes, proc: subprocess.Popen[bytes], err: Path
+) -> bytes:
+    """POST a ProviderRequest over plain HTTP, retrying while the workers start."""
+    for _ in range(200):
+        try:
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+            conn.request("POST", "/validate", body=body, headers={"Content-Type": "application/json"})
+            return conn.getresponse().read()
+        except OSError:
+            assert proc.poll() is None, err.read_text()
+            time.sleep(0.05)
+    raise AssertionError("the provider never answered on its plain-HTTP port")

@@ -200,6 +200,13 @@ def test_cli_sign_image_round_trip(
     assert closed.verify(objects[0]).reason is Reason.REFERENCE_NOT_ALLOWED
 
 
+def _sign_image_argv(tmp_path: Path, key_path: Path, ref: str) -> list[str]:
+    """``sign --image`` arguments for the test manifests, written to ``tmp_path/app.yaml``."""
+    source = tmp_path / "app.yaml"
+    source.write_bytes(MANIFESTS)
+    return ["sign", "-f", str(source), "-k", str(key_path), "--image", ref]
+
+
 def test_cli_sign_image_without_insecure_flag_fails_cleanly(
     registry: RunningRegistry,
     cosign_key: tuple[Path, bytes],
@@ -209,12 +216,8 @@ def test_cli_sign_image_without_insecure_flag_fails_cleanly(
 ) -> None:
     monkeypatch.delenv("COSIGN_PASSWORD", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    source = tmp_path / "app.yaml"
-    source.write_bytes(MANIFESTS)
     ref = f"{registry.host}/bundles/cli-https:v1"
-    code = main(
-        ["sign", "-f", str(source), "-k", str(cosign_key[0]), "--image", ref, "-o", str(tmp_path / "o")]
-    )
+    code = main([*_sign_image_argv(tmp_path, cosign_key[0], ref), "-o", str(tmp_path / "o")])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TLS" in err[0]
@@ -230,10 +233,8 @@ def test_cli_insecure_flag_accepts_an_unknown_certificate(
 ) -> None:
     monkeypatch.delenv("COSIGN_PASSWORD", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    source = tmp_path / "app.yaml"
-    source.write_bytes(MANIFESTS)
     ref = f"{tls_registry.host}/bundles/selfsigned:v1"
-    argv = ["sign", "-f", str(source), "-k", str(cosign_key[0]), "--image", ref, "-o", str(tmp_path / "o")]
+    argv = [*_sign_image_argv(tmp_path, cosign_key[0], ref), "-o", str(tmp_path / "o")]
     assert main(argv) == 2  # the registry's CA is not trusted
     assert "TLS" in capsys.readouterr().err
     assert main([*argv, "--allow-insecure-registry"]) == 0, capsys.readouterr().err
@@ -257,10 +258,8 @@ def test_cli_sign_image_uses_docker_config_credentials(
     auth = base64.b64encode(b"ci:push-pw").decode()
     (docker / "config.json").write_text(json.dumps({"auths": {basic_registry.host: {"auth": auth}}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(docker))
-    source = tmp_path / "app.yaml"
-    source.write_bytes(MANIFESTS)
     ref = f"{basic_registry.host}/bundles/authed:v1"
-    argv = ["sign", "-f", str(source), "-k", str(cosign_key[0]), "--image", ref, "--allow-insecure-registry"]
+    argv = [*_sign_image_argv(tmp_path, cosign_key[0], ref), "--allow-insecure-registry"]
     assert main([*argv, "-o", str(tmp_path / "out")]) == 0, capsys.readouterr().err
     settings = RegistrySettings.from_mapping(
         {
