@@ -30,7 +30,7 @@ from provider.reload import ConfigWatcher
 from provider.service import ProviderRuntime, ProviderService
 from provider.sources.cluster import load_pull_secret_ref, load_secret_key
 from provider.sources.resolver import resolver_from_settings
-from provider.web import EXTENSION, blueprint, register_error_handlers
+from provider.web import EXTENSION, ValidateEndpoint, blueprint, register_error_handlers
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,8 @@ def create_app(
     app.extensions[EXTENSION] = runtime
     app.register_blueprint(blueprint)
     register_error_handlers(app)
+    # Gatekeeper's endpoint answers before Flask's routing; Flask serves everything else.
+    app.wsgi_app = ValidateEndpoint(runtime, app.wsgi_app)  # type: ignore[method-assign]
 
     source = config_path or settings.source_path
     interval = settings.server.reload_interval_seconds

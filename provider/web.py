@@ -1,4 +1,4 @@
-"""The HTTP surface: a thin Flask blueprint over :class:`ProviderService`.
+"""The HTTP surface over :class:`ProviderService`: ``/validate`` and a thin Flask blueprint.
 
 ``POST /validate`` always answers HTTP 200 with a ProviderResponse, also for a
 malformed, oversized or mistyped request (then with a ``systemError``): that
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import IO
+from collections.abc import Callable, Iterable
+from typing import IO, Any
 
 import orjson
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wsgi import get_content_length, get_input_stream
 
 from provider import wire
 from provider.logs import FIELDS
@@ -28,6 +30,8 @@ EXTENSION = "manifest_provider"
 _READ_CHUNK = 64 * 1024
 
 blueprint = Blueprint("provider", __name__)
+
+WsgiApp = Callable[..., Any]
 
 
 def runtime_of(app: Flask) -> ProviderRuntime:
@@ -44,44 +48,74 @@ def _json(body: bytes, status: int = 200, *, close: bool = False) -> Response:
     return response
 
 
-@blueprint.post("/validate")
-def validate() -> Response:
-    runtime = runtime_of(current_app)
-    service = runtime.service
-    metrics = service.metrics
-    metrics.requests.inc()
-    metrics.in_flight.inc()
-    started = time.perf_counter()
-    arrived = service.now()
-    try:
-        if request.mimetype != wire.JSON_MEDIA_TYPE:
-            got = (request.content_type or "none")[:80]
-            return _reject(metrics, f"Content-Type must be {wire.JSON_MEDIA_TYPE}, got {got!r}")
-        limit = service.settings.server.max_body_bytes
-        length = request.content_length
-        if length is not None and length > limit:
-            return _reject(
-                metrics,
-                f"request body is {length} bytes, more than the {limit} allowed (server.maxBodyBytes)",
-                close=True,
-            )
-        body = _read_bounded(request.stream, limit)
-        if body is None:
-            return _reject(
-                metrics,
-                f"request body is more than the {limit} allowed bytes (server.maxBodyBytes)",
-                close=True,
-            )
-        return _json(service.handle(body, started=arrived))
-    finally:
-        metrics.in_flight.dec()
-        metrics.request_seconds.observe(time.perf_counter() - started)
+class ValidateEndpoint:
+    """``/validate`` as a plain WSGI app in front of Flask; every other path goes to ``fallback``.
+
+    This endpoint is the one Gatekeeper calls for every object it reviews, and
+    Flask's request and response objects, routing and context cost several
+    times what answering a cached key does. So it takes the WSGI environment
+    as it is: the method, the Content-Type, the Content-Length and the body
+    stream (read through werkzeug's ``get_input_stream``, as Flask would).
+    """
+
+    def __init__(self, runtime: ProviderRuntime, fallback: WsgiApp) -> None:
+        self._runtime = runtime
+        self._fallback = fallback
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/validate":
+            return self._fallback(environ, start_response)  # type: ignore[no-any-return]
+        method = environ.get("REQUEST_METHOD", "")
+        if method != "POST":
+            message = f"HTTP 405 Method Not Allowed: {method[:20]} /validate"
+            return _send(start_response, wire.system_error(message), extra=[("Allow", "POST")])
+        try:
+            body, close = self._validate(environ)
+        except Exception:
+            logger.exception("unhandled error", extra={FIELDS: {"event": "request", "path": "/validate"}})
+            body, close = wire.system_error("internal error"), False
+        return _send(start_response, body, extra=[("Connection", "close")] if close else [])
+
+    def _validate(self, environ: dict[str, Any]) -> tuple[bytes, bool]:
+        """The answer and whether the connection must close (a body left unread)."""
+        service = self._runtime.service
+        metrics = service.metrics
+        metrics.requests.inc()
+        metrics.in_flight.inc()
+        started = time.perf_counter()
+        arrived = service.now()
+        try:
+            content_type = environ.get("CONTENT_TYPE") or ""
+            if content_type.split(";", 1)[0].strip().lower() != wire.JSON_MEDIA_TYPE:
+                got = (content_type or "none")[:80]
+                return _reject(metrics, f"Content-Type must be {wire.JSON_MEDIA_TYPE}, got {got!r}"), False
+            limit = service.settings.server.max_body_bytes
+            length = get_content_length(environ)
+            if length is not None and length > limit:
+                message = (
+                    f"request body is {length} bytes, more than the {limit} allowed (server.maxBodyBytes)"
+                )
+                return _reject(metrics, message), True
+            body = _read_bounded(get_input_stream(environ, max_content_length=None), limit)
+            if body is None:
+                message = f"request body is more than the {limit} allowed bytes (server.maxBodyBytes)"
+                return _reject(metrics, message), True
+            return service.handle(body, started=arrived), False
+        finally:
+            metrics.in_flight.dec()
+            metrics.request_seconds.observe(time.perf_counter() - started)
 
 
-def _reject(metrics: Metrics, message: str, *, close: bool = False) -> Response:
+def _send(start_response: Callable[..., Any], body: bytes, *, extra: list[tuple[str, str]]) -> list[bytes]:
+    headers = [("Content-Type", wire.JSON_MEDIA_TYPE), ("Content-Length", str(len(body))), *extra]
+    start_response("200 OK", headers)
+    return [body]
+
+
+def _reject(metrics: Metrics, message: str) -> bytes:
     metrics.system_error_by_kind["request"].inc()
     logger.warning("request rejected", extra={FIELDS: {"event": "request", "error": message}})
-    return _json(wire.system_error(message), close=close)
+    return wire.system_error(message)
 
 
 def _read_bounded(stream: IO[bytes], limit: int) -> bytes | None:
