@@ -130,7 +130,7 @@ class ServerSettings:
     max_keys_per_request: int = 1000
     max_key_bytes: int = 1 * MiB
     workers: int = 2
-    threads: int = 8
+    threads: int = 4
     keep_alive_seconds: int = 5
     reload_interval_seconds: float = 5.0
     # One access-log line per HTTP request, on top of the one line per key.

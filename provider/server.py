@@ -7,9 +7,10 @@ so one YAML file configures everything and nothing else is read.
 
 Why these gunicorn settings:
 
-* ``gthread`` workers: requests are short and CPU-bound, but a few threads
-  per process let one slow bundle fetch not stall the process; separate
-  processes give real parallelism for signature checks.
+* :class:`provider.worker.EventLoopWorker` workers: separate processes give
+  real parallelism for signature checks; in each, a few event-loop threads own
+  the connections, so a warm verdict costs no thread hand-off and a stalled
+  client no thread (see that module).
 * ``keepalive`` of a few seconds: Gatekeeper opens a new TLS connection per
   call and then leaves it idle; idle connections are closed quickly so they
   do not pile up against ``worker_connections``.
@@ -19,7 +20,7 @@ Why these gunicorn settings:
 * JSON lines for access and error logs.
 
 The client DNS-name pin cannot be expressed to OpenSSL, so
-:class:`MutualTlsThreadWorker` checks it right after the handshake and closes
+:class:`ProviderWorker` checks it right after the handshake and closes
 the connection before a byte of HTTP is read when it does not match.
 
 Kubelet's HTTP probes present no client certificate, so they cannot reach the
@@ -36,9 +37,9 @@ never by anything the client sends.
 from __future__ import annotations
 
 import datetime
-import errno
 import gc
 import logging
+import os
 import ssl
 import sys
 import threading
@@ -50,7 +51,6 @@ from typing import Any
 import orjson
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
-from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from provider.config import ServerSettings
 from provider.errors import ConfigError
@@ -62,6 +62,7 @@ from provider.tlsctx import (
     client_dns_names,
     dns_names_allowed,
 )
+from provider.worker import ConnectionBoard, EventLoopWorker
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,9 @@ class JsonGunicornLogger(GunicornLogger):  # type: ignore[misc]
             extra={
                 FIELDS: {
                     "remote": environ.get("REMOTE_ADDR", ""),
+                    "remote_port": _port(environ.get("REMOTE_PORT")),
+                    # Which worker process answered: connections stay with the one that accepted them.
+                    "pid": os.getpid(),
                     "method": environ.get("REQUEST_METHOD", ""),
                     "path": environ.get("PATH_INFO", ""),
                     "status": int(status) if str(status).isdigit() else status,
@@ -225,39 +229,19 @@ class JsonGunicornLogger(GunicornLogger):  # type: ignore[misc]
         )
 
 
-class _PinnedConn(TConn):  # type: ignore[misc]
-    """A gthread connection that checks the client's DNS names after the TLS handshake."""
-
-    allowed_dns_names: tuple[str, ...] = ()
-
-    def init(self) -> None:
-        was_initialized = self.initialized
-        super().init()
-        if was_initialized or not isinstance(self.sock, ssl.SSLSocket):
-            return
-        presented = client_dns_names(self.sock.getpeercert())
-        if dns_names_allowed(presented, self.allowed_dns_names):
-            return
-        log.warning(
-            "closed connection from %s: client certificate DNS names %s match none of clientDNSNames %s",
-            self.client[0] if self.client else "?",
-            list(presented),
-            list(self.allowed_dns_names),
-        )
-        self.sock.close()
-        # gthread treats ENOTCONN as a client that went away: no error page, no traceback.
-        raise OSError(errno.ENOTCONN, "client certificate DNS names not allowed")
+def _port(value: Any) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
-class MutualTlsThreadWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker with the client DNS-name pin.
+class ProviderWorker(EventLoopWorker):
+    """The event-loop worker with the client DNS-name pin and the probe listener.
 
-    ``allowed_client_dns_names`` is set on a subclass made by
-    :func:`worker_class_for`; empty means no pin (the CA check still applies).
+    ``allowed_client_dns_names`` and ``health_port`` are set on a subclass made
+    by :func:`worker_class_for`; an empty pin means none (the CA check still
+    applies), a ``health_port`` of None that there is no probe listener.
     """
 
     allowed_client_dns_names: tuple[str, ...] = ()
-    # The port of the plain-HTTP probe listener; None: there is none.
     health_port: int | None = None
     wsgi: WsgiApp
 
@@ -266,46 +250,34 @@ class MutualTlsThreadWorker(ThreadWorker):  # type: ignore[misc]
         if self.health_port is not None:
             self.wsgi = _by_listener(self.wsgi, health_only_app(self.wsgi))
 
-    def enqueue_req(self, conn: Any) -> None:
-        if self.health_port is not None and _is_health(conn, self.health_port):
-            if not getattr(conn, "health_only", False):
-                conn.health_only = True
-                # No TLS on this socket: the connection sees the configuration without it.
-                conn.cfg = _PlainConfig(conn.cfg)
-        elif self.allowed_client_dns_names and type(conn) is TConn:
-            conn.__class__ = _PinnedConn
-            conn.allowed_dns_names = self.allowed_client_dns_names
-        super().enqueue_req(conn)
+    def is_health_listener(self, listener: Any) -> bool:
+        if self.health_port is None:
+            return False
+        address = listener.getsockname()
+        return isinstance(address, tuple) and len(address) >= 2 and address[1] == self.health_port
 
-    def handle_request(self, req: Any, conn: Any) -> Any:
+    def client_allowed(self, sock: ssl.SSLSocket, client: Any) -> bool:
+        if not self.allowed_client_dns_names:
+            return True
+        presented = client_dns_names(sock.getpeercert())
+        if dns_names_allowed(presented, self.allowed_client_dns_names):
+            return True
+        log.warning(
+            "closed connection from %s: client certificate DNS names %s match none of clientDNSNames %s",
+            client[0] if client else "?",
+            list(presented),
+            list(self.allowed_client_dns_names),
+        )
+        return False
+
+    def request_started(self, conn: Any) -> None:
         # The app is chosen by the socket the connection came in on (see _by_listener).
-        _listener.main = not getattr(conn, "health_only", False)
-        try:
-            return super().handle_request(req, conn)
-        finally:
-            _listener.main = False
+        _listener.main = not conn.health
 
 
 # Whether the request on this thread came in on the main listener. Anything that
-# does not set it (another request path of gunicorn) gets the health-only app.
+# does not set it gets the health-only app.
 _listener = threading.local()
-
-
-def _is_health(conn: Any, health_port: int) -> bool:
-    server = conn.server
-    return isinstance(server, tuple) and len(server) >= 2 and server[1] == health_port
-
-
-class _PlainConfig:
-    """gunicorn's configuration as seen by a connection of the health listener: no TLS."""
-
-    is_ssl = False
-
-    def __init__(self, cfg: Any) -> None:
-        self._cfg = cfg
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cfg, name)
 
 
 def _by_listener(main: WsgiApp, health: WsgiApp) -> WsgiApp:
@@ -386,14 +358,18 @@ def _address(host: str, port: int) -> str:
 
 
 def worker_class_for(
-    allowed_client_dns_names: tuple[str, ...], *, health_port: int | None = None
-) -> type[MutualTlsThreadWorker]:
+    allowed_client_dns_names: tuple[str, ...],
+    *,
+    health_port: int | None = None,
+    board: ConnectionBoard | None = None,
+) -> type[ProviderWorker]:
     return type(
-        "MutualTlsThreadWorker",
-        (MutualTlsThreadWorker,),
+        "ProviderWorker",
+        (ProviderWorker,),
         {
             "allowed_client_dns_names": tuple(allowed_client_dns_names),
             "health_port": health_port,
+            "board": board,
             "__module__": __name__,
         },
     )
@@ -421,6 +397,8 @@ class ProviderServer(BaseApplication):  # type: ignore[misc]
             self.tls_context = ReloadingServerContext(
                 options.tls, check_interval_seconds=options.tls_reload_check_seconds
             )
+        # Shared by the workers forked from here; room for replacements started before the old exit.
+        self.board = ConnectionBoard(slots=2 * options.workers + 2)
         super().__init__()
 
     def gunicorn_settings(self) -> dict[str, Any]:
@@ -433,6 +411,7 @@ class ProviderServer(BaseApplication):  # type: ignore[misc]
             "worker_class": worker_class_for(
                 o.client_dns_names if o.tls is not None else (),
                 health_port=o.health_port if health_bind is not None else None,
+                board=self.board,
             ),
             "worker_connections": o.worker_connections,
             "keepalive": o.keepalive_seconds,
@@ -442,6 +421,10 @@ class ProviderServer(BaseApplication):  # type: ignore[misc]
             "limit_request_line": 4094,
             "limit_request_fields": 32,
             "limit_request_field_size": 8190,
+            # No proxy in front: nobody may set the scheme or client address through headers
+            # (gunicorn would trust 127.0.0.1, or $FORWARDED_ALLOW_IPS).
+            "forwarded_allow_ips": "",
+            "secure_scheme_headers": {},
             "preload_app": False,
             "proc_name": "manifest-provider",
             "logger_class": JsonGunicornLogger,

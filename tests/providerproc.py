@@ -332,13 +332,14 @@ def run_provider(
             stdout_path=stdout_path,
             stderr_path=stderr_path,
         )
-        _wait_ready(proc, start_timeout)
+        _wait_ready(proc, start_timeout, workers=workers)
         yield proc
     finally:
         stop(process)
 
 
-def _wait_ready(proc: ProviderProcess, timeout: float) -> None:
+def _wait_ready(proc: ProviderProcess, timeout: float, *, workers: int) -> None:
+    """Until a worker answers ``GET /readyz`` with 200 and every worker has built its app."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
@@ -346,7 +347,7 @@ def _wait_ready(proc: ProviderProcess, timeout: float) -> None:
             raise RuntimeError(f"serve exited with {proc.process.returncode}: {proc.logs()[-3000:]}")
         try:
             status, body = proc.get("/readyz")
-            if status == 200:
+            if status == 200 and proc.logs().count('"message":"provider configured"') >= workers:
                 return
             last = (status, body[:200])
         except (OSError, http.client.HTTPException) as exc:

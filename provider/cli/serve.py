@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="UNSAFE: serve plain HTTP without TLS or client authentication",
     )
     p.add_argument("--workers", type=int, metavar="N", help="worker processes")
-    p.add_argument("--threads", type=int, metavar="N", help="threads per worker process")
+    p.add_argument("--threads", type=int, metavar="N", help="event-loop threads per worker process")
     p.set_defaults(func=run)
 
 
