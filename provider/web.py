@@ -96,7 +96,11 @@ class ValidateEndpoint:
                     f"request body is {length} bytes, more than the {limit} allowed (server.maxBodyBytes)"
                 )
                 return _reject(metrics, message), True
-            body = _read_bounded(get_input_stream(environ, max_content_length=None), limit)
+            try:
+                body = _read_bounded(get_input_stream(environ, max_content_length=None), limit)
+            except OSError as exc:
+                # The client stopped sending (or went away) before the body was complete.
+                return _reject(metrics, f"request body could not be read: {exc}"), True
             if body is None:
                 message = f"request body is more than the {limit} allowed bytes (server.maxBodyBytes)"
                 return _reject(metrics, message), True

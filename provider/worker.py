@@ -75,6 +75,9 @@ SWEEP_SECONDS = 0.05
 # How long a worker holding more connections than another leaves a new one to it.
 ACCEPT_YIELD_SECONDS = 0.010
 _RECV = 64 * 1024
+_SEND = 256 * 1024
+# Most body bytes the app left unread that are drained to keep a connection; past it, it closes.
+_DRAIN_BYTES = 64 * 1024
 
 
 class ConnectionBoard:
@@ -139,10 +142,61 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+class BoundedSocket:
+    """A connection's socket as gunicorn's parser and response see it: no read or write runs long.
+
+    Each blocking read ends by :attr:`deadline` (when the request began plus
+    :data:`READ_TIMEOUT_SECONDS`), however slowly the client trickles bytes, and
+    each write must be done within :data:`READ_TIMEOUT_SECONDS` of its start,
+    however slowly the client reads. A per-call socket timeout alone would let
+    a client that sends or reads a byte every few seconds hold a loop forever.
+    """
+
+    __slots__ = ("deadline", "sock")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.deadline = 0.0
+
+    def _until(self, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the client took too long")
+        self.sock.settimeout(left)
+
+    def recv(self, size: int) -> bytes:
+        self._until(self.deadline)
+        data: bytes = self.sock.recv(size)
+        return data
+
+    def send(self, data: bytes) -> int:
+        self._until(time.monotonic() + READ_TIMEOUT_SECONDS)
+        sent: int = self.sock.send(data)
+        return sent
+
+    def sendall(self, data: bytes) -> None:
+        deadline = time.monotonic() + READ_TIMEOUT_SECONDS
+        view = memoryview(data)
+        while view:
+            self._until(deadline)
+            view = view[self.sock.send(view[:_SEND]) :]
+
+
 class _Conn:
     """One client connection, owned by one loop."""
 
-    __slots__ = ("buffer", "client", "deadline", "fd", "handshaking", "health", "parser", "server", "sock")
+    __slots__ = (
+        "bounded",
+        "buffer",
+        "client",
+        "deadline",
+        "fd",
+        "handshaking",
+        "health",
+        "parser",
+        "server",
+        "sock",
+    )
 
     def __init__(self, sock: socket.socket, client: Any, server: Any, *, health: bool) -> None:
         self.sock: Any = sock
@@ -154,6 +208,7 @@ class _Conn:
         self.buffer = bytearray()
         self.deadline = 0.0
         self.fd = -1
+        self.bounded = BoundedSocket(sock)
 
 
 def request_complete(data: bytes | bytearray) -> bool:
@@ -292,7 +347,8 @@ class _Loop(threading.Thread):
                 util.close(conn.sock)
 
     def _parser(self, conn: _Conn) -> Any:
-        return http.get_parser(self.worker.cfg, conn.sock, conn.client)
+        conn.bounded = BoundedSocket(conn.sock)
+        return http.get_parser(self.worker.cfg, conn.bounded, conn.client)
 
     def _on_readable(self, conn: _Conn, conns: dict[int, _Conn]) -> None:
         try:
@@ -382,14 +438,16 @@ class _Loop(threading.Thread):
         parser = conn.parser
         parser.unreader.unread(bytes(conn.buffer))
         conn.buffer.clear()
-        conn.sock.settimeout(READ_TIMEOUT_SECONDS)
+        # The rest of a long body, if any, must arrive by the deadline the request's first byte set.
+        conn.bounded.deadline = conn.deadline
         keep = False
         req = None
         try:
             req = next(parser)
             keep = bool(req) and self.worker.handle_request(req, conn)
             if keep:
-                keep = bool(parser.finish_body(deadline=time.monotonic() + READ_TIMEOUT_SECONDS))
+                conn.bounded.deadline = time.monotonic() + READ_TIMEOUT_SECONDS
+                keep = bool(parser.finish_body(max_bytes=_DRAIN_BYTES))
         except (StopIteration, http.errors.NoMoreData):
             keep = False
         except ssl.SSLError as exc:
@@ -435,11 +493,18 @@ class OneWriteResponse(wsgi.Response):  # type: ignore[misc]
     """gunicorn's response, with the head sent together with the first body bytes.
 
     gunicorn writes the status line and headers, then the body, separately: two
-    TLS records and two system calls for an answer that fits in one.
+    TLS records and two system calls for an answer that fits in one. It also
+    drops an application's ``Connection: close`` as a hop-by-hop header; here
+    it closes the connection after the answer (the app leaves a body unread).
     """
 
     _head = b""
     sock: Any
+
+    def process_headers(self, headers: list[tuple[str, str]]) -> None:
+        super().process_headers(headers)
+        if any(name.lower() == "connection" and value.strip().lower() == "close" for name, value in headers):
+            self.force_close()
 
     def send_headers(self) -> None:
         if self.headers_sent:
@@ -584,7 +649,7 @@ class EventLoopWorker(base.Worker):  # type: ignore[misc]
         """Answer one parsed request; True when the connection may serve another."""
         started = datetime.now()
         resp, environ = wsgi.create(
-            req, conn.sock, conn.client, conn.server, self.cfg, response_class=OneWriteResponse
+            req, conn.bounded, conn.client, conn.server, self.cfg, response_class=OneWriteResponse
         )
         environ["wsgi.multithread"] = True
         self.nr += 1

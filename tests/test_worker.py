@@ -6,6 +6,7 @@ single thread: whatever one client does to that thread, the others would feel.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import socket
 import ssl
@@ -20,7 +21,7 @@ import orjson
 import pytest
 
 from provider.wire import encode_key, encode_request
-from provider.worker import ConnectionBoard, request_complete
+from provider.worker import BoundedSocket, ConnectionBoard, request_complete
 from tests.providerproc import ProviderProcess, run_provider
 
 EMPTY = encode_request([])
@@ -303,3 +304,62 @@ def test_a_request_held_by_a_registry_does_not_hold_new_connections(tmp_path: Pa
                 answer = slow.result(timeout=30)
     assert answer["response"]["items"] == []
     assert "deadline" in answer["response"]["systemError"]
+
+
+def test_a_large_body_trickled_in_is_cut_at_the_read_deadline(one_loop: ProviderProcess) -> None:
+    """Past the bytes the loop buffers, the rest is read blocking, but only until 10 s after the first byte."""
+    head = (
+        _request(b"", extra=b"")
+        .partition(b"\r\n\r\n")[0]
+        .replace(b"Content-Length: 0", b"Content-Length: 1000000")
+    )
+    with _tls(one_loop) as sock:
+        sock.settimeout(20)
+        started = time.monotonic()
+        sock.sendall(head + b"\r\n\r\n" + b" " * 300_000)
+        sock.setblocking(False)
+        answer = b""
+        while time.monotonic() - started < 16 and b"\r\n\r\n" not in answer:
+            with contextlib.suppress(ssl.SSLWantWriteError, BlockingIOError, OSError):
+                sock.sendall(b" ")
+            time.sleep(0.5)
+            with contextlib.suppress(ssl.SSLWantReadError, BlockingIOError):
+                answer += sock.recv(65536)
+        elapsed = time.monotonic() - started
+    assert b"\r\n\r\n" in answer, answer
+    assert 8 <= elapsed <= 14
+    assert b"Connection: close" in answer.partition(b"\r\n\r\n")[0]
+    assert "could not be read" in orjson.loads(answer.partition(b"\r\n\r\n")[2])["response"]["systemError"]
+
+
+def test_bounded_socket_ends_trickling_reads_and_stalled_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from provider import worker
+
+    monkeypatch.setattr(worker, "READ_TIMEOUT_SECONDS", 0.5)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        bounded = BoundedSocket(ours)
+        bounded.deadline = time.monotonic() + 0.5
+        received = b""
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            while True:
+                theirs.send(b"x")  # a byte now and then: each read gets one, the deadline still ends it
+                received += bounded.recv(1024)
+                time.sleep(0.05)
+        assert received and 0.4 <= time.monotonic() - started <= 1.5
+        # The peer reads nothing: the write stops once the buffers are full and the time is up.
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            bounded.sendall(b"y" * 50_000_000)
+        assert 0.4 <= time.monotonic() - started <= 1.5
+
+
+def test_a_malformed_request_gets_400_and_the_loop_serves_on(one_loop: ProviderProcess) -> None:
+    with _tls(one_loop) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request")
+    assert _answered_quickly(one_loop) < 2.0
