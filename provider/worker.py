@@ -123,10 +123,16 @@ class ConnectionBoard:
             self._cells[2 * self._slot + 1] = count
 
     def fewest_elsewhere(self) -> int | None:
-        """The smallest count published by another worker; None when there is none."""
+        """The smallest count published by another live worker; None when there is none.
+
+        A worker that died without releasing its slot keeps its last count there
+        until a new worker reclaims the slot; it must not count meanwhile, or
+        the others would keep leaving connections to a process that is gone.
+        """
         fewest: int | None = None
         for slot in range(self.slots):
-            if slot != self._slot and self._cells[2 * slot]:
+            pid = self._cells[2 * slot]
+            if slot != self._slot and pid and _process_exists(pid):
                 count = self._cells[2 * slot + 1]
                 fewest = count if fewest is None else min(fewest, count)
         return fewest

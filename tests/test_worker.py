@@ -243,7 +243,9 @@ def test_connection_board_is_shared_across_forks_and_reclaims_dead_slots() -> No
     finally:
         other.kill()
         other.join()
-    # The other process is gone without releasing its slot: a newcomer takes it over.
+    # The other process is gone without releasing its slot: its count no longer counts...
+    assert board.fewest_elsewhere() is None
+    # ...and a newcomer takes the slot over.
     newcomer_ready = ctx.Event()
     newcomer = ctx.Process(target=_claim_and_publish, args=(board, 1, newcomer_ready))
     newcomer.start()
