@@ -548,6 +548,8 @@ class EventLoopWorker(base.Worker):  # type: ignore[misc]
 
     loops: list[_Loop]
     alive: bool
+    # The write end of the pipe that wakes the main thread on SIGTERM (None outside run()).
+    _stop_w: int | None = None
     # Shared with the other workers of the arbiter; None: each worker accepts on its own.
     board: ConnectionBoard | None = None
 
@@ -574,6 +576,10 @@ class EventLoopWorker(base.Worker):  # type: ignore[misc]
         for listener in self.sockets:
             listener.setblocking(False)
             selector.register(listener, selectors.EVENT_READ, listener)
+        # SIGTERM ends the wait at once (see handle_exit) rather than at its next timeout.
+        self._stop_r, self._stop_w = os.pipe()
+        os.set_blocking(self._stop_w, False)
+        selector.register(self._stop_r, selectors.EVENT_READ, None)
         accepting = True
         stuck_after = max(1.0, self.cfg.timeout * _STUCK_FRACTION)
         if self.board is not None:
@@ -596,6 +602,8 @@ class EventLoopWorker(base.Worker):  # type: ignore[misc]
                         else:
                             selector.unregister(listener)
                 for key, _ in selector.select(1.0 if accepting else 0.05):
+                    if key.data is None:
+                        continue  # woken to stop
                     if self._yield_to_another(held):
                         time.sleep(ACCEPT_YIELD_SECONDS / 8)
                         break
@@ -605,9 +613,19 @@ class EventLoopWorker(base.Worker):  # type: ignore[misc]
                     break
         finally:
             selector.close()
+            stop_w, self._stop_w = self._stop_w, None
+            os.close(stop_w)
+            os.close(self._stop_r)
             if self.board is not None:
                 self.board.release()
         self._stop_loops()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        stop = self._stop_w
+        if stop is not None:
+            with contextlib.suppress(OSError):
+                os.write(stop, b"\0")
 
     def _yield_to_another(self, held: int) -> bool:
         """Whether to leave the pending connection to a worker holding fewer (see ConnectionBoard)."""
