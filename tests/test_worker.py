@@ -7,10 +7,14 @@ single thread: whatever one client does to that thread, the others would feel.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import multiprocessing
 import signal
 import socket
 import ssl
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -376,3 +380,88 @@ def test_sigterm_stops_an_idle_server_promptly(tmp_path: Path, key_a_pub: bytes)
         proc.process.send_signal(signal.SIGTERM)
         assert proc.process.wait(30) == 0
         assert time.monotonic() - started < 1.0
+
+
+_HANGING_SERVER = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from provider.server import ProviderServer, ServerOptions
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/hang":
+        time.sleep(120)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+options = ServerOptions(
+    listen_fd=int(sys.argv[1]), insecure_plain_http=True, workers=1, threads=2, worker_timeout_seconds=2
+)
+ProviderServer(options, lambda: app).serve()
+"""
+
+
+def _worker_pids(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _get(port: int, path: str, timeout: float) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_loop_stuck_in_a_request_gets_its_worker_replaced(tmp_path: Path) -> None:
+    """The main thread stops reporting the worker alive, so gunicorn's arbiter replaces it.
+
+    The app here is a stand-in that never returns from ``/hang`` (the
+    provider's own requests are bounded by its deadline); the worker timeout
+    is 2 s. A plain listening socket is handed to the server, as ``serve`` does.
+    """
+    script = tmp_path / "hanging.py"
+    script.write_text(_HANGING_SERVER)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    root = str(Path(__file__).resolve().parent.parent)
+    server = subprocess.Popen(
+        [sys.executable, str(script), str(listener.fileno()), root],
+        pass_fds=[listener.fileno()],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "server.err").open("wb"),
+    )
+    listener.close()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if _get(port, "/", 2) == 200 and _worker_pids(server.pid):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "server.err").read_text()
+            time.sleep(0.1)
+        (first,) = _worker_pids(server.pid)
+
+        def hang() -> None:
+            # The answer never comes: the worker serving it is killed.
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                _get(port, "/hang", 30)
+
+        threading.Thread(target=hang, daemon=True).start()
+        deadline = time.monotonic() + 15
+        while _worker_pids(server.pid) in ([first], []):
+            assert time.monotonic() < deadline, "the stuck worker was not replaced"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.suppress(OSError):
+                if _get(port, "/", 2) == 200:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert first not in _worker_pids(server.pid)
+    finally:
+        server.terminate()
+        server.wait(30)
