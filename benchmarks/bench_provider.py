@@ -683,17 +683,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             if "latency" in phases:
                 singles = [encode_request([k]) for k in warm]
-                # One event loop drives all 50 connections of the keep-alive runs: at a few
-                # tens of microseconds per request it needs a fraction of one CPU, and every
-                # further process would only compete with the server for the same two.
-                load = generate_load(
-                    srv,
-                    singles,
-                    keys_per_body=1,
-                    processes=1,
-                    threads=CONCURRENT_CLIENTS,
-                    seconds=args.seconds,
-                )
+
+                def single_keys(pace_seconds: float) -> Load:
+                    # One event loop drives all 50 connections of the keep-alive runs: at a few
+                    # tens of microseconds per request it needs a fraction of one CPU, and every
+                    # further process would only compete with the server for the same two.
+                    return generate_load(
+                        srv,
+                        singles,
+                        keys_per_body=1,
+                        processes=1,
+                        threads=CONCURRENT_CLIENTS,
+                        seconds=args.seconds,
+                        pace_seconds=pace_seconds,
+                    )
+
+                load = single_keys(0.0)
                 p99 = load.percentile(0.99) * 1000
                 report(
                     f"p99 latency, {CONCURRENT_CLIENTS} clients back to back, 1 key",
@@ -704,15 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"latency = clients / throughput); {load.cpu_note()}",
                     _errors(load),
                 )
-                paced = generate_load(
-                    srv,
-                    singles,
-                    keys_per_body=1,
-                    processes=1,
-                    threads=CONCURRENT_CLIENTS,
-                    seconds=args.seconds,
-                    pace_seconds=1 / args.paced_rate,
-                )
+                paced = single_keys(1 / args.paced_rate)
                 p99 = paced.percentile(0.99) * 1000
                 report(
                     f"p99 latency, {CONCURRENT_CLIENTS} clients x {args.paced_rate:g} req/s, 1 key",

@@ -189,7 +189,13 @@ class BoundedSocket:
 
 
 class _Conn:
-    """One client connection, owned by one loop."""
+    """One client connection, owned by one loop.
+
+    ``parser`` and ``bounded`` (the socket as the parser and the responses see
+    it) are made once the socket is final, after the TLS wrap.
+    """
+
+    bounded: BoundedSocket
 
     __slots__ = (
         "bounded",
@@ -214,7 +220,6 @@ class _Conn:
         self.buffer = bytearray()
         self.deadline = 0.0
         self.fd = -1
-        self.bounded = BoundedSocket(sock)
 
 
 def request_complete(data: bytes | bytearray) -> bool:
@@ -316,7 +321,7 @@ class _Loop(threading.Thread):
             for _ in range(len(self.ready)):
                 conn = self.ready.popleft()
                 if conns.get(conn.fd) is conn:
-                    self._on_ready(conn, conns)
+                    self._on_readable(conn, conns, readable=False)
         for conn in list(conns.values()):
             self._close(conn, conns)
         self.selector.close()
@@ -356,11 +361,13 @@ class _Loop(threading.Thread):
         conn.bounded = BoundedSocket(conn.sock)
         return http.get_parser(self.worker.cfg, conn.bounded, conn.client)
 
-    def _on_readable(self, conn: _Conn, conns: dict[int, _Conn]) -> None:
+    def _on_readable(self, conn: _Conn, conns: dict[int, _Conn], *, readable: bool = True) -> None:
+        """Take what arrived on ``conn`` (unless it only has a request buffered) and answer one request."""
         try:
-            if conn.handshaking and not self._handshake(conn):
-                return
-            self._read(conn)
+            if readable:
+                if conn.handshaking and not self._handshake(conn):
+                    return
+                self._read(conn)
             self._serve_one(conn)
         except _Closed:
             self._close(conn, conns)
@@ -384,15 +391,6 @@ class _Loop(threading.Thread):
             self._read(conn)
         if request_complete(conn.buffer):
             self.ready.append(conn)
-
-    def _on_ready(self, conn: _Conn, conns: dict[int, _Conn]) -> None:
-        try:
-            self._serve_one(conn)
-        except _Closed:
-            self._close(conn, conns)
-        except Exception:
-            self.worker.log.exception("error on a connection; closing it")
-            self._close(conn, conns)
 
     def _handshake(self, conn: _Conn) -> bool:
         """Advance the TLS handshake; True once it is done and the client is allowed."""
@@ -418,16 +416,13 @@ class _Loop(threading.Thread):
         conn.deadline = time.monotonic() + self.worker.cfg.keepalive
         return True
 
-    def _read(self, conn: _Conn) -> bool:
-        """Read what arrived; False when nothing did (the connection waits for more)."""
-        got = False
+    def _read(self, conn: _Conn) -> None:
+        """Move what arrived into the connection's buffer, without waiting for more."""
         while True:
             try:
                 data = conn.sock.recv(_RECV)
-            except (ssl.SSLWantReadError, BlockingIOError):
-                return got
-            except ssl.SSLWantWriteError:
-                return got
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return
             except (OSError, ValueError) as exc:
                 raise _Closed from exc
             if not data:
@@ -435,9 +430,8 @@ class _Loop(threading.Thread):
             if not conn.buffer:
                 conn.deadline = time.monotonic() + READ_TIMEOUT_SECONDS
             conn.buffer += data
-            got = True
             if len(conn.buffer) > BUFFERED_BODY_BYTES + MAX_HEAD_BYTES:
-                return True
+                return
 
     def _serve(self, conn: _Conn) -> bool:
         """Parse and answer the buffered request; True to keep the connection."""
@@ -671,7 +665,8 @@ class EventLoopWorker(base.Worker):  # type: ignore[misc]
 
     def handle_request(self, req: Any, conn: _Conn) -> bool:
         """Answer one parsed request; True when the connection may serve another."""
-        started = datetime.now()
+        # Timed only for the access log: two clock reads per request otherwise wasted.
+        started = datetime.now() if self.log.access_log_enabled else None
         resp, environ = wsgi.create(
             req, conn.bounded, conn.client, conn.server, self.cfg, response_class=OneWriteResponse
         )
@@ -691,7 +686,8 @@ class EventLoopWorker(base.Worker):  # type: ignore[misc]
                     resp.write(item)
                 resp.close()
             finally:
-                self.log.access(resp, req, environ, datetime.now() - started)
+                if started is not None:
+                    self.log.access(resp, req, environ, datetime.now() - started)
                 close = getattr(body, "close", None)
                 if close is not None:
                     close()

@@ -141,6 +141,14 @@ def client_context(
     return ctx
 
 
+def content_length(head: bytes) -> int | None:
+    """The Content-Length of a raw HTTP/1.1 head (status or request line and headers), if it has one."""
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderProcess:
     """A running provider: where it listens and the client material that reaches it."""

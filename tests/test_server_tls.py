@@ -50,7 +50,7 @@ from provider.tlsctx import (
     dns_names_allowed,
 )
 from provider.wire import encode_key, encode_request
-from tests.providerproc import ProviderProcess, client_context, run_provider
+from tests.providerproc import ProviderProcess, client_context, content_length, run_provider
 
 # -- material ----------------------------------------------------------------------
 
@@ -118,13 +118,6 @@ def _verdict(item: dict[str, Any]) -> dict[str, Any]:
 # -- the wire, as Gatekeeper sends it ------------------------------------------------
 
 
-def _content_length(head: bytes) -> int | None:
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return int(line.split(b":")[1])
-    return None
-
-
 def _raw_exchange(proc: ProviderProcess, ctx: ssl.SSLContext, payload: bytes, *, sni: str | None) -> bytes:
     """Send ``payload`` over a fresh TLS connection; read until a whole response arrived or EOF."""
     received = b""
@@ -137,7 +130,7 @@ def _raw_exchange(proc: ProviderProcess, ctx: ssl.SSLContext, payload: bytes, *,
         while data := tls.recv(65536):
             received += data
             head, sep, body = received.partition(b"\r\n\r\n")
-            length = _content_length(head) if sep else None
+            length = content_length(head) if sep else None
             if length is not None and len(body) >= length:
                 break
     return received

@@ -27,7 +27,7 @@ import pytest
 
 from provider.wire import encode_key, encode_request
 from provider.worker import BoundedSocket, ConnectionBoard, request_complete
-from tests.providerproc import ProviderProcess, run_provider
+from tests.providerproc import ProviderProcess, content_length, run_provider
 
 EMPTY = encode_request([])
 
@@ -66,16 +66,11 @@ def _responses(sock: ssl.SSLSocket, count: int) -> list[bytes]:
     out: list[bytes] = []
     while len(out) < count:
         head, sep, rest = data.partition(b"\r\n\r\n")
-        if sep:
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            if len(rest) >= length:
-                out.append(head + sep + rest[:length])
-                data = rest[length:]
-                continue
+        length = content_length(head) if sep else None
+        if length is not None and len(rest) >= length:
+            out.append(head + sep + rest[:length])
+            data = rest[length:]
+            continue
         chunk = sock.recv(65536)
         if not chunk:
             raise AssertionError(f"connection closed after {len(out)} responses")
