@@ -323,6 +323,7 @@ def _run_on_terminal(argv: list[str], answers: list[bytes], cwd: Path) -> tuple[
             os._exit(127)
     output = b""
     pending = list(answers)
+    answered = 0
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
@@ -336,8 +337,10 @@ def _run_on_terminal(argv: list[str], answers: list[bytes], cwd: Path) -> tuple[
             if not chunk:
                 break
             output += chunk
-            if pending and b"password" in chunk.lower():
+            # A prompt may arrive over several reads: look at everything since the last answer.
+            if pending and b"password" in output[answered:].lower():
                 os.write(fd, pending.pop(0) + b"\n")
+                answered = len(output)
     finally:
         _, status = os.waitpid(pid, 0)
         os.close(fd)
